@@ -1,0 +1,70 @@
+"""The contract between strategy evaluation and the simulator.
+
+A strategy's rules evaluate (once, vectorised) to per-bar arrays; the simulator
+walks the bars once and applies TradingView's order semantics to them. An
+Optuna trial therefore costs one rule evaluation plus one compiled pass.
+
+Every array has one value per bar and describes what the strategy decides *at
+that bar's close*; the simulator acts on it from the next bar on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+OrderType = Literal["market", "stop", "limit"]
+
+
+@dataclass
+class OrderSlot:
+    """One named order, like a Pine ``strategy.entry``/``strategy.close``/``strategy.exit`` id.
+
+    ``action``:
+      - ``entry``: open a position in ``direction`` (+1 long, -1 short); an entry
+        against an open opposite position reverses it (``strategy.entry`` semantics).
+      - ``close``: market-close the position on the side ``direction`` (+1 long,
+        -1 short, 0 either) (``strategy.close``).
+    ``when[t]`` places (or re-prices) the order at bar t's close. For ``stop``/``limit``
+    orders ``price[t]`` is the trigger price. A pending order stays pending until it
+    fills, is cancelled by its OCA group, or (``cancel_when_false``) the bar close where
+    ``when`` is false (Pine's ``else strategy.cancel(id)``).
+    """
+
+    id: str
+    action: Literal["entry", "close"]
+    direction: int
+    type: OrderType
+    when: np.ndarray
+    price: np.ndarray | None = None
+    cancel_when_false: bool = False
+    oca: str | None = None  # OCA group with type "cancel": one fill cancels the others
+
+
+@dataclass
+class Brackets:
+    """Protective exits of the open position (``strategy.exit(stop=, limit=)``).
+
+    Prices per bar as known at that bar's close (nan: none); they apply from the next
+    bar while a position is open. Stop-loss/take-profit in price or from ATR are
+    computed by the strategy into these arrays.
+    """
+
+    stop_long: np.ndarray | None = None
+    limit_long: np.ndarray | None = None
+    stop_short: np.ndarray | None = None
+    limit_short: np.ndarray | None = None
+    id: str = "Exit"
+
+
+@dataclass
+class Signals:
+    orders: list[OrderSlot] = field(default_factory=list)
+    brackets: Brackets | None = None
+    # Position size per bar (units) decided at that bar's close by a sizer; nan/None
+    # means the backtest's configured sizing applies.
+    size: np.ndarray | None = None
+    # Sizer audit trail: step name -> size after that step, per bar.
+    size_steps: dict[str, np.ndarray] = field(default_factory=dict)

@@ -1,0 +1,36 @@
+"""Shared fixtures. Real reference data lives beside the project (see ../shared/reference)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _reference_dir() -> Path | None:
+    env = os.environ.get("AIO_REFERENCE_DIR")
+    if env:
+        return Path(env)
+    default = REPO.parent / "shared" / "reference"
+    return default if default.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    ref = _reference_dir()
+    if ref is None or not ref.is_dir():
+        pytest.skip("reference data not found: set AIO_REFERENCE_DIR to the shared/reference folder")
+    return ref
+
+
+@pytest.fixture(scope="session")
+def tv_dir(reference_dir: Path) -> Path:
+    return reference_dir / "tradingview"
+
+
+@pytest.fixture(scope="session")
+def dukascopy_dir(reference_dir: Path) -> Path:
+    return reference_dir / "dukascopy"
