@@ -56,6 +56,11 @@ class Brackets:
     limit_long: np.ndarray | None = None
     stop_short: np.ndarray | None = None
     limit_short: np.ndarray | None = None
+    # Distances (price units, > 0) from the entry fill price, taken from the bar whose
+    # close decided the entry and then fixed for the life of the trade: the form
+    # ATR- or percent-based stop-loss/take-profit take (strategy.exit(loss=, profit=)).
+    stop_dist: np.ndarray | None = None
+    take_dist: np.ndarray | None = None
     id: str = "Exit"
 
 
