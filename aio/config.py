@@ -66,13 +66,15 @@ def build(cls: type, mapping: Mapping[str, Any] | None, path: str, *, ignore: tu
     if unknown:
         k = unknown[0]
         close = difflib.get_close_matches(k, list(fields), n=1)
-        hint = f" Did you mean {path}.{close[0]}?" if close else ""
+        prefix = f"{path}." if path else ""
+        hint = f" Did you mean {prefix}{close[0]}?" if close else ""
         raise ConfigError(
-            f"unknown config key {path}.{k}.{hint} Allowed keys under {path}: {', '.join(sorted(fields))}"
+            f"unknown config key {prefix}{k}.{hint} Allowed keys under {path or 'the top level'}: "
+            f"{', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, f in fields.items():
-        key = f"{path}.{name}"
+        key = f"{path}.{name}" if path else name
         if name in mapping:
             value = coerce(mapping[name], hints.get(name, Any), key)
             check_limits(value, f.metadata, key)
