@@ -100,8 +100,8 @@ def check_limits(value: Any, meta: Mapping[str, Any], key: str) -> None:
     for mk, sym, ok in bounds:
         b = meta.get(mk)
         if b is not None and isinstance(value, (int, float)) and not ok(value, b):
-            lo = meta.get("ge", meta.get("gt"))
-            hi = meta.get("le", meta.get("lt"))
+            lo = meta.get("ge") if meta.get("ge") is not None else meta.get("gt")
+            hi = meta.get("le") if meta.get("le") is not None else meta.get("lt")
             rng = f"[{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
             raise ConfigError(f"config key {key}={value!r} is out of range: must be {sym} {b} (allowed range {rng})")
 
