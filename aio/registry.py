@@ -146,18 +146,24 @@ class Registry:
             if path.name.startswith("_"):
                 continue
             mod_name = f"aio_local_plugins.{path.stem}"
-            if mod_name in sys.modules:
-                continue
-            spec = importlib.util.spec_from_file_location(mod_name, path)
-            if spec is None or spec.loader is None:
-                continue
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[mod_name] = module
-            try:
-                spec.loader.exec_module(module)
-            except Exception as exc:
-                del sys.modules[mod_name]
-                raise AioError(f"local plugin {path} failed to import: {exc}") from exc
+            module = sys.modules.get(mod_name)
+            if module is not None and Path(getattr(module, "__file__", "") or "").resolve() != path.resolve():
+                # same file name in another folder: a module of its own
+                mod_name = f"{mod_name}_{abs(hash(str(path.resolve())))}"
+                module = sys.modules.get(mod_name)
+            if module is None:
+                spec = importlib.util.spec_from_file_location(mod_name, path)
+                if spec is None or spec.loader is None:
+                    continue
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[mod_name] = module
+                try:
+                    spec.loader.exec_module(module)
+                except Exception as exc:
+                    del sys.modules[mod_name]
+                    raise AioError(f"local plugin {path} failed to import: {exc}") from exc
+            # An already imported module still registers into this registry (a second
+            # Registry() must see the same local plugins as the global one).
             reg = getattr(module, "register", None)
             if callable(reg):
                 before = {k: set(v) for k, v in self.plugins.items()}
