@@ -1,0 +1,71 @@
+"""Multirun leaderboard: job folders as Hydra writes them -> one ranked table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import yaml
+from omegaconf import OmegaConf
+
+from aio.report import leaderboard
+
+
+def _job(root: Path, num: int, overrides: list[str], metrics: dict | None) -> None:
+    d = root / str(num)
+    (d / ".hydra").mkdir(parents=True)
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    if metrics is not None:
+        (d / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _opt(oos: float, direction: str = "maximize") -> dict:
+    return {"optimize": {"objective": "sharpe", "direction": direction, "oos_objective": oos, "is_objective": 2.0,
+                         "degradation_pct": 10.0, "dsr": 0.7, "n_trials": 50,
+                         "oos": {"net_profit": oos * 100, "sharpe": oos, "trade_count": 12}},
+            "backtest": {"net_profit": 1000.0 * oos, "sharpe": oos, "trade_count": 40},
+            "params": {"fast": 10}, "synthetic": True}
+
+
+def test_ranks_by_oos_objective_with_overrides(tmp_path):
+    _job(tmp_path, 0, ["strategy=tv_rsi", "sizer=fixed"], _opt(0.4))
+    _job(tmp_path, 1, ["strategy=tv_macd", "sizer=fixed"], _opt(1.3))
+    _job(tmp_path, 2, ["strategy=sma_cross", "sizer=vol_target"], _opt(-0.2))
+    _job(tmp_path, 10, ["strategy=sma_cross", "sizer=fixed"], None)  # a job that crashed
+    paths = leaderboard.write(tmp_path)
+    rows = list(csv.DictReader(paths["csv"].open()))
+    assert [r["job"] for r in rows] == ["1", "0", "2", "10"]
+    assert rows[0]["override.strategy"] == "tv_macd" and rows[0]["score_source"] == "oos.sharpe"
+    assert float(rows[0]["score"]) == 1.3
+    assert rows[-1]["status"] == "failed"
+    data = json.loads(paths["json"].read_text())
+    assert [j["rank"] for j in data["jobs"]] == [1, 2, 3, 4]
+    page = paths["html"].read_text()
+    assert "tv_macd" in page and "SYNTHETIC" in page
+
+
+def test_minimising_objective_and_fallback_metric(tmp_path):
+    _job(tmp_path, 0, ["optimize.objective=max_drawdown"], _opt(500.0, "minimize"))
+    _job(tmp_path, 1, ["optimize.objective=max_drawdown"], _opt(200.0, "minimize"))
+    # no search in these two: ranked after, by backtest net profit
+    _job(tmp_path, 2, ["optimize=none"], {"backtest": {"net_profit": 5.0}})
+    _job(tmp_path, 3, ["optimize=none"], {"backtest": {"net_profit": 9.0}})
+    rows = leaderboard.rank(leaderboard.collect(tmp_path))
+    assert [r["job"] for r in rows] == ["1", "0", "3", "2"]
+    # an explicit metric ranks everyone on it
+    rows = leaderboard.rank(leaderboard.collect(tmp_path, "backtest.net_profit"))
+    assert [r["job"] for r in rows] == ["0", "1", "3", "2"]  # 500000, 200000, 9, 5
+
+
+def test_hydra_callback_and_cli(tmp_path, capsys):
+    _job(tmp_path, 0, ["strategy=tv_rsi"], _opt(0.1))
+    _job(tmp_path, 1, ["strategy=tv_macd"], _opt(0.2))
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    leaderboard.LeaderboardCallback().on_multirun_end(cfg)
+    assert (tmp_path / "leaderboard.html").is_file()
+    out_dir = tmp_path / "report"
+    assert leaderboard.main([str(tmp_path), "--out", str(out_dir)]) == 0
+    assert "tv_macd" in capsys.readouterr().out
+    assert (out_dir / "leaderboard.csv").is_file()
+    assert leaderboard.main([str(tmp_path / "missing")]) == 2
