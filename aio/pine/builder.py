@@ -205,10 +205,10 @@ def build_doc(
         for inp in idef.inputs:
             src = b.inputs.get(inp, inp)
             inputs[inp] = pr.expr(spec.ast(f"ind:{alias}:in:{src}")) if inp in b.inputs else inp
-        pparams = {}
-        for k, default in idef.params.items():
-            v = b.params.get(k, default)
-            pparams[k] = ident(v) if isinstance(v, str) else number(v)
+        # literals take the type of the indicator's default (a YAML 14.0 length prints as 14)
+        literal = idef.resolve_params({k: v for k, v in b.params.items() if not isinstance(v, str)})
+        pparams = {k: ident(b.params[k]) if isinstance(b.params.get(k), str) else number(literal[k])
+                   for k in idef.params}
         call = idef.pine(inputs, pparams)
         if call.output_exprs:
             for o, e in call.output_exprs.items():
