@@ -64,13 +64,15 @@ def test_dates_and_datetimes_are_utc():
     cfg = build(DukascopyConfig, {"start": "2024-03-04T13:30", "end": "2024-03-04T15:00+01:00"}, "data")
     assert cfg.start_dt == datetime(2024, 3, 4, 13, 30, tzinfo=timezone.utc)
     assert cfg.end_dt == datetime(2024, 3, 4, 14, 0, tzinfo=timezone.utc)
-    assert build(DukascopyConfig, {"end": "2024-03-18T00:00:00Z"}, "data").end_dt == datetime(2024, 3, 18, tzinfo=timezone.utc)
+    zulu = build(DukascopyConfig, {"end": "2024-03-18T00:00:00Z"}, "data")
+    assert zulu.end_dt == datetime(2024, 3, 18, tzinfo=timezone.utc)
 
 
 def test_default_dirs_are_per_user_cache(tmp_path):
     cache, catalog = build(DukascopyConfig, {}, "data").dirs()
     assert cache.parts[-2:] == ("dukascopy", "raw") and catalog.parts[-2:] == ("dukascopy", "catalog")
-    c2, k2 = build(DukascopyConfig, {"cache_dir": str(tmp_path / "a"), "catalog_dir": str(tmp_path / "b")}, "data").dirs()
+    over = {"cache_dir": str(tmp_path / "a"), "catalog_dir": str(tmp_path / "b")}
+    c2, k2 = build(DukascopyConfig, over, "data").dirs()
     assert (c2, k2) == (tmp_path / "a", tmp_path / "b")
 
 

@@ -205,7 +205,8 @@ def test_failover_to_json_api(dukascopy_dir, node, tmp_path):
 
 
 def test_offline_names_what_is_missing_then_works_from_cache(node, tmp_path, mirror):
-    with pytest.raises(DataError, match=r"offline.*24 hours of EURUSD are not cached: 2019-02-04T00:00Z/2019-02-05T00:00Z"):
+    missing = r"offline.*24 hours of EURUSD are not cached: 2019-02-04T00:00Z/2019-02-05T00:00Z"
+    with pytest.raises(DataError, match=missing):
         make_source(tmp_path, None, offline=True).load()
     make_source(tmp_path, mirror).download()
     for p in (tmp_path / "run" / "catalog").rglob("*.parquet"):

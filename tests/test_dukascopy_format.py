@@ -200,7 +200,8 @@ def test_json_api_ticks_equal_the_bi5_hour(dukascopy_dir, node):
 
 
 def test_json_api_candles_equal_bi5_candles(dukascopy_dir, node):
-    js = jsonapi.decode_json_candles((dukascopy_dir / "json-api/candles-minute-BTC-USD-BID-2023-2-19.json").read_bytes())
+    api = dukascopy_dir / "json-api"
+    js = jsonapi.decode_json_candles((api / "candles-minute-BTC-USD-BID-2023-2-19.json").read_bytes())
     b5 = bi5.decode_candles((node / "BTCUSD/2023/01/19/BID_candles_min_1.bi5").read_bytes())
     day_ms = 1676764800000  # 2023-02-19 00:00 UTC
     idx = np.searchsorted(b5["seconds"].astype(np.int64) * 1000 + day_ms, js["ms"])
@@ -210,7 +211,7 @@ def test_json_api_candles_equal_bi5_candles(dukascopy_dir, node):
     # the 3 minutes the API leaves out are flat zero-volume candles
     missing = np.setdiff1d(np.arange(len(b5)), idx)
     assert (b5["volume"][missing] == 0).all() and (b5["open"][missing] == b5["close"][missing]).all()
-    empty = jsonapi.decode_json_candles((dukascopy_dir / "json-api/candles-minute-EUR-USD-BID-2026-7-11-empty.json").read_bytes())
+    empty = jsonapi.decode_json_candles((api / "candles-minute-EUR-USD-BID-2026-7-11-empty.json").read_bytes())
     assert all(len(v) == 0 for v in empty.values())
 
 

@@ -75,6 +75,9 @@ def test_gbpjpy_december_2012_closed_hours_are_not_gaps(dukascopy_dir, tmp_path)
     spread = np.rint((f["ask"].to_numpy() - f["bid"].to_numpy()) * 1000)
     assert q["spread"]["mean"] == pytest.approx(spread.mean())
     assert q["spread"]["median"] == np.median(spread) and q["spread"]["max"] == spread.max()
+    for k in (95, 99):
+        assert q["spread"][f"p{k}"] == np.percentile(spread, k, method="inverted_cdf")
+    assert q["spread"]["zero_spread_ticks"] == np.count_nonzero(spread == 0)
     assert q["spread"]["mean_pips"] == pytest.approx(spread.mean() / 10)
     assert q["ticks"] == f.height and md.point == pytest.approx(1e-3) and md.pip == pytest.approx(0.01)
 

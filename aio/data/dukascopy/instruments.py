@@ -103,7 +103,8 @@ def derive_table(meta: dict) -> dict:
         v = meta[key]
         # 999999.9999999999 in the source is 1e6 written through a float
         rows[key.upper()] = [int(round(float(v["decimalFactor"]))), v["name"], v["description"]]
-    return {"source": SOURCE, "license": LICENSE, "columns": ["decimal_factor", "name", "description"], "instruments": rows}
+    columns = ["decimal_factor", "name", "description"]
+    return {"source": SOURCE, "license": LICENSE, "columns": columns, "instruments": rows}
 
 
 @lru_cache(maxsize=1)

@@ -77,8 +77,9 @@ def decode_json_ticks(body: bytes, hour: int, decimal_factor: int) -> np.ndarray
     if ms[-1] >= MS_PER_HOUR:
         raise CorruptFileError("JSON API tick outside the hour")
     out["ms"] = ms
-    out["ask"] = _to_points(_units(doc.get("ask"), cols["asks"].astype(np.int64), multiplier), multiplier, decimal_factor)
-    out["bid"] = _to_points(_units(doc.get("bid"), cols["bids"].astype(np.int64), multiplier), multiplier, decimal_factor)
+    for side in ("ask", "bid"):
+        units = _units(doc.get(side), cols[side + "s"].astype(np.int64), multiplier)
+        out[side] = _to_points(units, multiplier, decimal_factor)
     out["ask_volume"] = cols["askVolumes"] / VOLUME_SCALE
     out["bid_volume"] = cols["bidVolumes"] / VOLUME_SCALE
     verify_ticks(out)

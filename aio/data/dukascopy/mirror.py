@@ -93,7 +93,9 @@ class Mirror:
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="dukascopy-mirror", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="dukascopy-mirror", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -131,6 +133,12 @@ def _make_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, fmt: str, *args) -> None:  # keep test output clean
             pass
+
+        def setup(self) -> None:
+            super().setup()
+            # headers and body go out in separate writes: without NODELAY, Nagle plus
+            # delayed ACKs add ~40 ms to every keep-alive response
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _send(self, status: int, body: bytes, ctype: str = "application/octet-stream", extra: dict | None = None,
                   length: int | None = None) -> None:
@@ -188,7 +196,7 @@ def _make_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
 
 def _main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("root", type=Path, help="folder laid out like the datafeed ({SYM}/{YYYY}/{MM0}/{DD}/{HH}h_ticks.bi5)")
+    ap.add_argument("root", type=Path, help="folder laid out like the feed: {SYM}/{YYYY}/{MM0}/{DD}/{HH}h_ticks.bi5")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--json-dir", type=Path, default=None)
     args = ap.parse_args()

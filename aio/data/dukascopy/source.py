@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from aio.data.dukascopy import jsonapi
 from aio.data.dukascopy.bi5 import TICK_DTYPE, CorruptFileError, decode_ticks, tick_columns, tick_path
 from aio.data.dukascopy.cache import RawCache
-from aio.data.dukascopy.catalog import Catalog, empty_ticks, frame_from_columns
+from aio.data.dukascopy.catalog import Catalog, frame_from_columns
 from aio.data.dukascopy.config import DukascopyConfig
 from aio.data.dukascopy.fetch import CircuitOpenError, Fetcher, FetchFailedError, Policy, make_client
 from aio.data.dukascopy.instruments import lookup
