@@ -61,10 +61,15 @@ def assert_same_tree(a: Path, b: Path) -> None:
         assert filecmp.cmp(fa[rel], fb[rel], shallow=False), f"{rel} differs"
 
 
-def assert_cache_is_clean(cache: Path, served: Path) -> None:
-    """Every cached file is byte-identical to what the server holds (or 0 bytes for a 404); no temp files."""
+def assert_cache_is_clean(cache: Path, served: Path, *, killed: bool = False) -> None:
+    """Every cached file is byte-identical to what the server holds (or 0 bytes for a 404).
+
+    No temp files either, unless a writer was killed: its temp file never counts as cached.
+    """
     for rel, p in files_under(cache).items():
-        assert not p.name.endswith(".tmp"), f"temp file left: {rel}"
+        if p.name.endswith(".tmp"):
+            assert killed, f"temp file left: {rel}"
+            continue
         src = served / rel
         expected = src.read_bytes() if src.is_file() else b""
         assert p.read_bytes() == expected, f"cached {rel} is not the served file"
@@ -165,6 +170,17 @@ def test_corrupt_file_in_the_cache_is_refetched(node, clean, tmp_path, mirror):
     assert_cache_is_clean(tmp_path / "run" / "raw", node)
 
 
+def test_temp_files_of_killed_runs_are_swept_but_live_ones_kept(tmp_path, mirror):
+    folder = tmp_path / "run" / "raw" / "EURUSD/2019/01/04"
+    folder.mkdir(parents=True)
+    old, fresh = folder / ".00h_ticks.bi5.1.dead.tmp", folder / ".01h_ticks.bi5.2.live.tmp"
+    for p in (old, fresh):
+        p.write_bytes(b"partial")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    make_source(tmp_path, mirror).download()
+    assert not old.exists() and fresh.exists()
+
+
 def test_circuit_breaker_stops_a_refusing_server(tmp_path, mirror):
     mirror.inject("*", *["503"] * 500)
     src = make_source(tmp_path, mirror, breaker_failures=6, concurrency=2, retries=10)
@@ -223,6 +239,22 @@ def test_datetime_bounds_are_inclusive_exclusive(tmp_path, mirror):
     assert md.quality["hours"] == 2
 
 
+def test_recent_days_are_not_catalogued_and_their_404s_not_cached(node, tmp_path, mirror):
+    # the mirror holds only 12h and 13h of BTCUSD 2023-02-20; pretend it is 14:30 that day
+    src = make_source(tmp_path, mirror, symbol="BTCUSD", start="2023-02-20", end="2023-02-21")
+    src.clock = lambda: 1676894400 + 2.5 * 3600
+    md = src.load()
+    assert len(mirror.requests()) == 14  # 00h..13h; 14h has not ended, later hours are in the future
+    cached = files_under(tmp_path / "run" / "raw")
+    assert sorted(cached) == ["BTCUSD/2023/01/20/12h_ticks.bi5", "BTCUSD/2023/01/20/13h_ticks.bi5"]
+    assert not list((tmp_path / "run" / "catalog").rglob("*.parquet"))
+    hour = 1676894400 // 3600
+    assert md.frame.equals(direct_decode(node, "BTCUSD", range(hour, hour + 2)))
+    q = md.quality
+    assert q["not_yet_available_hours"] == 10 and q["market_closed_hours"] == 0  # crypto trades 24x7
+    assert q["gaps"] == ["2023-02-20T00:00Z/2023-02-20T12:00Z"]
+
+
 # -- killed runs and concurrent processes --------------------------------------------------
 
 SCRIPT = textwrap.dedent(
@@ -269,7 +301,7 @@ def test_killed_download_resumes_where_it_stopped(node, tmp_path):
         fetched = set(m.requests())
     assert not (fetched & cached) and len(fetched) == 48 - len(cached)
     assert summary["hours"]["cache"] == len(cached) and summary["days_written"] == 2
-    assert_cache_is_clean(tmp_path / "raw", node)
+    assert_cache_is_clean(tmp_path / "raw", node, killed=True)
 
 
 def test_two_processes_on_one_range_do_not_corrupt_the_cache(node, clean, tmp_path):

@@ -131,7 +131,7 @@ class Fetcher:
                     resp = await self.client.get(url)
                 except httpx.TimeoutException:
                     last = "timeout"
-                except httpx.TransportError as exc:  # refused, reset, body cut short (RemoteProtocolError)
+                except httpx.RequestError as exc:  # refused, reset, body cut short, bad encoding
                     last = f"connection: {type(exc).__name__}"
                 else:
                     status = resp.status_code

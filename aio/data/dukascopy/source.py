@@ -16,7 +16,7 @@ import concurrent.futures
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -94,12 +94,13 @@ class DukascopySource:
         self.start_ns = int(cfg.start_dt.timestamp() * 1_000_000) * 1_000
         self.end_ns = int(cfg.end_dt.timestamp() * 1_000_000) * 1_000
         self._outcome: Outcome | None = None
+        self.clock: Callable[[], float] = time.time  # what "now" is; which days are final depends on it
 
     # -- public contract ------------------------------------------------------------
-    def download(self, now: float | None = None) -> dict[str, Any]:
+    def download(self) -> dict[str, Any]:
         """Fetch and store the range (no-op for what is cached); returns a summary."""
         t0 = time.perf_counter()
-        plan = self.plan(now)
+        plan = self.plan()
         outcome = _run(self._resolve(plan))
         self._outcome = outcome
         summary = self._summary(plan, outcome, time.perf_counter() - t0)
@@ -161,8 +162,8 @@ class DukascopySource:
         )
 
     # -- planning -------------------------------------------------------------------
-    def plan(self, now: float | None = None) -> Plan:
-        now_hour = int((time.time() if now is None else now) // 3600)
+    def plan(self) -> Plan:
+        now_hour = int(self.clock() // 3600)
         first = self.start_ns // NS_PER_HOUR
         end = -(-self.end_ns // NS_PER_HOUR)
         catalogued, final, recent, future = [], [], [], []
@@ -218,6 +219,7 @@ class DukascopySource:
 
     async def _build_day(self, day: date, out: Outcome) -> None:
         h0 = _day_first_hour(day)
+        await asyncio.to_thread(self.cache.sweep_tmp, self.cache.path(h0).parent)  # leftovers of killed runs
         arrays = await asyncio.gather(*(self._hour(h, out, cache_empty=True) for h in range(h0, h0 + 24)))
         if any(a is None for a in arrays):
             return  # a failed hour: the day stays uncatalogued, its good hours stay cached
