@@ -216,6 +216,9 @@ def resample_bars(bars: pl.DataFrame, timeframe: str | int, *, anchor: str = "ut
 class TimeBarsConfig:
     """Time bars: ticks (or finer bars) aggregated on a fixed time grid."""
 
+    # Hydra merges conf/<group>/time.yaml onto this node, so it carries the plugin name too.
+    name: str = param("time", choices=["time"], help="the plugin")
+
     timeframe: str = param(
         "auto",
         help="bar length: 1m, 5m, 15m, 1h, 4h, 1d or N{s,m,h,d}; auto = 1m from ticks, the file's own timeframe from bars",

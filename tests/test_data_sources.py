@@ -121,7 +121,7 @@ def test_conf_yaml_lists_every_field_with_its_default(yaml_name, cls):
 
     node = yaml.safe_load((REPO / "conf" / yaml_name).read_text())
     defaults = dataclasses.asdict(cls())
-    assert node.pop("name") == yaml_name.split("/")[1].removesuffix(".yaml")
+    assert node["name"] == yaml_name.split("/")[1].removesuffix(".yaml")
     assert node == defaults
 
 

@@ -62,6 +62,9 @@ _OFFSET = r"(?:[zZ]|[+-]\d{2}:?\d{2})$"
 class FileDataConfig:
     """Bars or ticks from a CSV or Parquet file, with column mapping and time zones."""
 
+    # Hydra merges conf/<group>/file.yaml onto this node, so it carries the plugin name too.
+    name: str = param("file", choices=["file"], help="the plugin")
+
     path: Optional[str] = param(None, help="CSV or Parquet file of bars or ticks")
     symbol: str = param("EURUSD", help="instrument label; decides the pip (JPY quotes: 0.01)")
     kind: str = param("auto", choices=["auto", "bars", "ticks"], help="auto: bars if open/high/low/close exist, else ticks")
@@ -148,7 +151,7 @@ def resolve_columns(found: list[str], mapping: dict[str, str]) -> dict[str, str]
 def _expected_text() -> str:
     return (
         "a time column plus open/high/low/close (bars) or bid/ask or price (ticks); "
-        "map them with data.columns, e.g. data.columns='{time: Date, open: O, high: H, low: L, close: C}'"
+        "map them with data.columns (command line: +data.columns.time=Date +data.columns.open=O ...)"
     )
 
 

@@ -45,6 +45,9 @@ NS_PER_MS = 1_000_000
 class SyntheticDataConfig:
     """Seeded synthetic FX ticks with sessions, weekend gaps and clustered volatility."""
 
+    # Hydra merges conf/<group>/synthetic.yaml onto this node, so it carries the plugin name too.
+    name: str = param("synthetic", choices=["synthetic"], help="the plugin")
+
     symbol: str = param("EURUSD", help="label and pip size (JPY quotes: pip 0.01)")
     start: str = param("2024-03-04", help="first UTC date or datetime, inclusive")
     end: str = param("2024-03-18", help="UTC date or datetime, exclusive")
