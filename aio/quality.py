@@ -193,8 +193,10 @@ def check_bars(bars: Bars | pl.DataFrame, *, pip: float | None = None) -> dict[s
     ts = frame.get_column("ts_event").to_numpy().astype(np.int64)
     ts_init = frame.get_column("ts_init").to_numpy().astype(np.int64)
     o, h, l, c = (frame.get_column(k).to_numpy().astype(np.float64) for k in ("open", "high", "low", "close"))
-    step = modal_step(ts_init - ts) if frame.height else None
-    step = step or modal_step(ts)
+    # the timeframe is the modal bar length (ts_init - ts_event), else the modal spacing
+    lengths, counts = np.unique(ts_init - ts, return_counts=True)
+    step = int(lengths[np.argmax(counts)])
+    step = step if step > 0 else modal_step(ts)
     out.update(first=iso(ts.min()), last=iso(ts.max()), first_close=iso(ts_init.min()), last_close=iso(ts_init.max()))
     out.update(_order(ts))
     out["init_not_after_event"] = int((ts_init <= ts).sum())  # a bar must close after it opens
