@@ -206,8 +206,20 @@ def default_plugins_dir() -> Path | None:
     return repo if repo.is_dir() else None
 
 
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
 def _store_config_node(group: str, name: str, config: Any) -> None:
+    """Offer a plugin's config node to Hydra, unless a YAML of that name ships in conf/.
+
+    Hydra would otherwise merge the two and warn (automatic schema matching is
+    deprecated); the YAML is the documented default and our own validation
+    (aio.config.build) types it against the same dataclass.
+    """
     from hydra.core.config_store import ConfigStore
+
+    if (CONF_DIR / group / f"{name}.yaml").is_file():
+        return
 
     node = config
     if isinstance(config, dict):

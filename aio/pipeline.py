@@ -1,0 +1,288 @@
+"""The run: stages over artifacts, driven by the composed config.
+
+Each stage reads what earlier stages put on the :class:`Run` and adds its own
+artifacts; ``task`` picks how far the run goes. Every run writes its resolved
+config, a manifest (git commit, config hash, data provenance, hardware), metrics
+and artifacts into the Hydra run folder, and prints ``run_dir: <path>`` last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import structlog
+from omegaconf import DictConfig, OmegaConf
+
+from aio.appconfig import REPO, plugin_config, run_section, section
+from aio.errors import ConfigError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    run_dir: Path
+    task: str = "run"
+    seed: int = 42
+    market: Any = None  # aio.records.MarketData
+    bars: Any = None  # aio.records.Bars
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    strategy: Any = None  # aio.strategy.StrategySpec
+    params: dict[str, Any] = field(default_factory=dict)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model.* series for rules/sizers
+    backtest: Any = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    objective: float | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def synthetic(self) -> bool:
+        return bool(self.market is not None and self.market.synthetic)
+
+    def artifact(self, name: str) -> Path:
+        path = self.run_dir / name
+        self.artifacts[name.split(".")[0]] = str(path)
+        return path
+
+
+def _hydra_run_dir() -> Path:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return Path(HydraConfig.get().runtime.output_dir)
+    except Exception:  # called outside Hydra (tests, notebooks)
+        return Path.cwd()
+
+
+# -- stages ---------------------------------------------------------------------------
+
+
+def stage_ingest(run: Run) -> None:
+    source_cls, data_cfg = plugin_config("data", run.cfg)
+    source = source_cls(data_cfg)
+    if run.task == "download":
+        if not hasattr(source, "download"):
+            raise ConfigError(f"task=download needs a downloadable data source; data={run.cfg.data.name} is not one (use data=dukascopy)")
+        summary = source.download()
+        run.metrics["download"] = summary
+        return
+    run.market = source.load()
+    log.info("data loaded", source=run.market.source, kind=run.market.kind, rows=run.market.frame.height,
+             symbol=run.market.symbol, synthetic=run.market.synthetic)
+
+
+def stage_bars(run: Run) -> None:
+    builder, bars_cfg = plugin_config("bars", run.cfg)
+    run.bars = builder(bars_cfg).build(run.market)
+    if len(run.bars) == 0:
+        raise ConfigError("no bars in the requested range: check data.start/data.end and the data source")
+    from aio.quality import check_bars
+
+    quality = {"source": dict(run.market.quality or {}), "bars": check_bars(run.bars)}
+    if run.synthetic:
+        quality["synthetic"] = run.market.meta.get("synthetic", True)
+    run.artifact("data_quality.json").write_text(json.dumps(quality, indent=2, default=str))
+    log.info("bars built", bars=len(run.bars), timeframe=run.bars.timeframe, side=run.bars.side)
+
+
+def stage_indicators(run: Run) -> None:
+    from aio.indicators import compute_indicator_set
+    from aio.registry import registry
+
+    _, ind_cfg = plugin_config("indicator_set", run.cfg, "indicators")
+    run.features = compute_indicator_set(run.bars.frame, ind_cfg)
+    log.info("indicators computed", columns=len(run.features))
+
+
+def stage_strategy(run: Run) -> None:
+    from aio.strategy import load_spec
+
+    run.strategy = load_spec(section(run.cfg, "strategy"))
+    run.params = dict(run.strategy.params)
+    rules_with_model = run.strategy.uses_model()
+    if rules_with_model and not run.predictions:
+        raise ConfigError(
+            f"strategy rules {rules_with_model} read model.* outputs but no model ran: choose model=chartnet or knn_analogs"
+        )
+
+
+def stage_optimize(run: Run) -> None:
+    opt = section(run.cfg, "optimize")
+    if not opt or opt.get("name") in (None, "none"):
+        return
+    from aio.optimize import optimize_run
+
+    best = optimize_run(run)
+    run.params.update(best)
+
+
+def backtest_config(run: Run):
+    from aio.backtest import BacktestConfig
+    from aio.config import build
+
+    return build(BacktestConfig, section(run.cfg, "backtest"), "backtest")
+
+
+def stage_backtest(run: Run) -> None:
+    from aio.backtest import run_backtest, write_equity_parquet, write_trades_csv
+    from aio.backtest.metrics import compute_metrics
+    from aio.strategy import signals
+
+    bt_cfg = backtest_config(run)
+    arrays = {c: run.bars.col(c) for c in ("open", "high", "low", "close", "volume")}
+    sig = signals(run.strategy, arrays, run.params, extra=run.predictions)
+    sizer = section(run.cfg, "sizer")
+    if sizer and sizer.get("name") not in (None, "none", "fixed"):
+        from aio.sizing import apply_sizer
+
+        apply_sizer(run, sig, bt_cfg)
+    result = run_backtest(run.bars, sig, bt_cfg)
+    run.backtest = result
+    write_trades_csv(result, run.artifact("trades.csv"))
+    write_equity_parquet(result, run.bars.frame, run.artifact("equity.parquet"))
+    run.metrics["backtest"] = compute_metrics(result, run.bars)
+    log.info("backtest done", trades=run.metrics["backtest"].get("trade_count"),
+             net_profit=run.metrics["backtest"].get("net_profit"))
+
+
+def stage_export(run: Run) -> None:
+    from aio.errors import ExportError
+    from aio.pine import export_strategy
+
+    try:
+        text = export_strategy(run.strategy, run.params, backtest_config(run), sizer=section(run.cfg, "sizer"),
+                               synthetic=run.synthetic)
+    except ExportError as exc:
+        run.metrics["pine_export"] = {"exported": False, "reason": str(exc)}
+        log.warning("pine export refused", reason=str(exc))
+        return
+    run.artifact("strategy.pine").write_text(text)
+    run.metrics["pine_export"] = {"exported": True}
+
+
+STAGES: dict[str, Callable[[Run], None]] = {
+    "ingest": stage_ingest,
+    "bars": stage_bars,
+    "indicators": stage_indicators,
+    "strategy": stage_strategy,
+    "optimize": stage_optimize,
+    "backtest": stage_backtest,
+    "export": stage_export,
+}
+
+TASK_STAGES: dict[str, list[str]] = {
+    "download": ["ingest"],
+    "run": ["ingest", "bars", "indicators", "strategy", "optimize", "backtest", "export"],
+    "optimize": ["ingest", "bars", "indicators", "strategy", "optimize", "backtest", "export"],
+}
+
+
+# -- the run ------------------------------------------------------------------------------
+
+
+def config_hash(cfg: DictConfig) -> str:
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except Exception:
+        return None
+
+
+def hardware() -> dict[str, Any]:
+    import os
+
+    import psutil
+
+    info = {"cpu_count": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.is_available()
+        if torch.cuda.is_available():
+            p = torch.cuda.get_device_properties(0)
+            info["gpu"] = p.name
+            info["gpu_vram_gb"] = round(p.total_memory / 2**30, 1)
+            info["bf16"] = torch.cuda.is_bf16_supported()
+    except Exception:
+        pass
+    return info
+
+
+def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
+    from aio.logs import setup_logging
+    from aio.registry import registry
+
+    rs = run_section(cfg)
+    run_dir = Path(run_dir or _hydra_run_dir()).resolve()
+    setup_logging(run_dir, rs.log_level)
+    registry.ensure_discovered(rs.plugins_dir)
+    if rs.plugins_dir:
+        registry.load_folder(Path(rs.plugins_dir))
+    stages = TASK_STAGES.get(rs.task)
+    if stages is None:
+        raise ConfigError(f"config key task={rs.task!r} is not available yet; choose one of: {', '.join(TASK_STAGES)}")
+    r = Run(cfg=cfg, run_dir=run_dir, task=rs.task, seed=rs.seed)
+    np.random.seed(rs.seed)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    structlog.contextvars.bind_contextvars(run=run_dir.name)
+    log.info("run started", task=rs.task, experiment=rs.experiment, run_dir=str(run_dir))
+    for name in stages:
+        t0 = time.perf_counter()
+        STAGES[name](r)
+        r.timings[name] = round(time.perf_counter() - t0, 3)
+    r.metrics["synthetic"] = r.synthetic
+    if r.synthetic:
+        r.metrics["synthetic_note"] = "SYNTHETIC DATA: results come from simulated ticks, not a market"
+    r.metrics["timings_s"] = r.timings
+    if r.params:
+        r.metrics["params"] = r.params
+    (run_dir / "metrics.json").write_text(json.dumps(r.metrics, indent=2, default=_json_default))
+    manifest = {
+        "git_commit": _git_commit(),
+        "config_hash": config_hash(cfg),
+        "task": rs.task,
+        "experiment": rs.experiment,
+        "synthetic": r.synthetic,
+        "data": None if r.market is None else {
+            "source": r.market.source, "symbol": r.market.symbol, "rows": r.market.frame.height,
+            "meta": r.market.meta,
+        },
+        "hardware": hardware(),
+        "artifacts": r.artifacts,
+        "plugins": registry.loaded_sources,
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+    bt = r.metrics.get("backtest") or {}
+    r.objective = bt.get("net_profit") if isinstance(bt, dict) else None
+    log.info("run finished", seconds=round(sum(r.timings.values()), 2))
+    print(f"run_dir: {run_dir}", flush=True)
+    return r
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)

@@ -1,0 +1,94 @@
+"""The Hydra app end to end, as a user runs it (subprocesses, real components)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def aio(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([sys.executable, "-m", "aio", *args], cwd=cwd or REPO, capture_output=True,
+                          text=True, env=env, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"aio {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.mark.slow
+def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = aio("+experiment=eurusd_14d", "data=synthetic", f"hydra.run.dir={run_dir}")
+    assert proc.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir.resolve()}"
+    for name in ["config.yaml", "metrics.json", "trades.csv", "equity.parquet", "strategy.pine",
+                 "data_quality.json", "log.jsonl", "manifest.json"]:
+        assert (run_dir / name).is_file(), name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["synthetic"] is True and "SYNTHETIC" in metrics["synthetic_note"]
+    assert json.loads((run_dir / "data_quality.json").read_text())["synthetic"]
+    assert "SYNTHETIC" in (run_dir / "strategy.pine").read_text()
+    assert json.loads((run_dir / "manifest.json").read_text())["synthetic"] is True
+    trades = pl.read_csv(run_dir / "trades.csv")
+    assert trades.columns[:10] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
+                                   "pnl", "entry_signal", "exit_signal"]
+    assert metrics["backtest"]["trade_count"] == trades.height > 0
+    # costs always: a round trip pays spread, commission and slippage
+    assert metrics["backtest"].get("commission_paid", 1) > 0
+    log_lines = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert any(rec.get("event") == "backtest done" for rec in log_lines)
+    resolved = (run_dir / "config.yaml").read_text()
+    assert "experiment: eurusd_14d" in resolved
+
+
+@pytest.mark.slow
+def test_file_data_with_tradingview_strategy(tmp_path, tv_dir):
+    run_dir = tmp_path / "tv"
+    aio("data=file", f"data.path={tv_dir / 'ohlcv.csv'}", "data.timezone=US/Eastern", "strategy=tv_rsi",
+        "backtest=tradingview", f"hydra.run.dir={run_dir}")
+    trades = pl.read_csv(run_dir / "trades.csv")
+    tv = pl.read_csv(tv_dir / "rsi_trades.csv")
+    assert trades.height == tv.height // 2
+    assert trades["entry_time"][0].startswith("2022-01-04T00:00:00")  # 19:00 -05:00 in UTC
+
+
+@pytest.mark.slow
+def test_multirun_over_strategies(tmp_path, tv_dir):
+    sweep = tmp_path / "sweep"
+    aio("-m", "strategy=tv_rsi,tv_macd,tv_bbands", "data=file", f"data.path={tv_dir / 'ohlcv.csv'}",
+        "backtest=tradingview", f"hydra.sweep.dir={sweep}")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name.isdigit())
+    assert len(jobs) == 3
+    counts = [pl.read_csv(j / "trades.csv").height for j in jobs]
+    assert counts == [pl.read_csv(tv_dir / f).height // 2 for f in ("rsi_trades.csv", "macd_trades.csv", "bollinger_trades.csv")]
+
+
+def test_cfg_job_shows_the_resolved_experiment():
+    proc = aio("--cfg", "job", "+experiment=eurusd_14d")
+    assert "experiment: eurusd_14d" in proc.stdout
+    assert "symbol: EURUSD" in proc.stdout
+
+
+def test_bad_value_names_key_and_range(tmp_path):
+    proc = aio("strategy=sma_cross", "strategy.params.fast=1", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert "strategy.params.fast=1 is out of range" in proc.stderr and "[2, 100]" in proc.stderr
+
+
+def test_unknown_group_choice_lists_the_options(tmp_path):
+    proc = aio("strategy=tv_rsii", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode != 0
+    assert "tv_rsi" in proc.stderr  # Hydra lists the available options
+
+
+def test_unknown_plugin_name_lists_known_plugins(tmp_path):
+    proc = aio("data.name=dukascopi", f"hydra.run.dir={tmp_path}", check=False)
+    assert proc.returncode == 2
+    assert "unknown data plugin 'dukascopi'" in proc.stderr and "Did you mean 'dukascopy'?" in proc.stderr
