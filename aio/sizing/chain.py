@@ -35,6 +35,7 @@ from aio.sizing.steps import STEPS, LimitsConfig, SizerBase, SizingInputs, StepD
 log = structlog.get_logger(__name__)
 
 NO_SIZER = (None, "", "none")
+MAX_SHADOW_RUNS = 300  # each run settles at least one more entry: exact, not cheap for Kelly
 
 
 @dataclass
@@ -139,13 +140,14 @@ def _rolling_trade_stats(n: int, exit_bar: np.ndarray, pnl_unit: np.ndarray, loo
     return win_rate, avg_win, avg_loss, cnt
 
 
-def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float) -> dict[str, np.ndarray]:
-    """Run the strategy at ``ref_units`` per order: decision bar, exit bar and profit per unit."""
+def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarray) -> dict[str, np.ndarray]:
+    """Run the strategy at ``ref_units`` per order (0: entry skipped): decision bar, exit
+    bar and profit per unit of every closed trade."""
     from aio.backtest import run_backtest
 
     sig = copy.copy(signals)
     n = len(signals.orders[0].when) if signals.orders else 0
-    sig.size = np.full(n, float(ref_units))
+    sig.size = np.broadcast_to(np.asarray(ref_units, dtype=np.float64), (n,)).copy()
     sig.size_steps = {}
     result = run_backtest(frame, sig, bt)
     return trade_bars(result, frame, bt)
@@ -153,6 +155,16 @@ def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float) -> dict[s
 
 def trade_bars(result: Any, frame: Any, bt: Any) -> dict[str, np.ndarray]:
     """Per closed trade: decision bar (whose close decided the entry), exit bar, P&L per unit."""
+    raw = getattr(result, "raw_trades", None)
+    if raw is not None:  # the compiled loop's own table: it records each trade's decision bar
+        from aio.backtest import engine as E
+
+        closed = raw[:, E.T_XSIG] != E.EXIT_OPEN  # a trade still open at the end has no outcome yet
+        r = raw[closed]
+        qty = np.abs(r[:, E.T_QTY])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            unit = np.where(qty > 0, r[:, E.T_PNL] / np.where(qty > 0, qty, 1.0), 0.0)
+        return {"decision": r[:, E.T_DEC].astype(np.int64), "exit": r[:, E.T_XBAR].astype(np.int64), "pnl_unit": unit}
     t = result.trades
     if t is None or t.height == 0:
         z = np.zeros(0, dtype=np.int64)
@@ -218,14 +230,36 @@ def size_signals(
         base_units=_base_units(bt, close, base_eq),
     )
     history = chain.needs_history or getattr(bt, "qty_type", "fixed") == "percent_of_equity"
-    if history:
+    if not history:
+        steps = _run_chain(chain, x, np.arange(n))
+    else:
         ref = float(bt.qty) if getattr(bt, "qty_type", "fixed") == "fixed" else 1.0
-        tr = shadow_trades(frame, signals, bt, ref)
-        x.win_rate, x.avg_win, x.avg_loss, x.n_closed = _rolling_trade_stats(n, tr["exit"], tr["pnl_unit"], lookback)
-        sizes = _size_trades(chain, x, bt, tr)
-        x.equity, x.peak = _equity_path(n, initial, tr, sizes)
-        x.base_units = _base_units(bt, close, x.equity)
-    steps = _run_chain(chain, x, np.arange(n))
+        entry_bars = np.zeros(n, dtype=bool)
+        for o in signals.orders:
+            if o.action == "entry":
+                entry_bars |= np.asarray(o.when, dtype=bool)
+        # A size of 0 skips an entry, which changes which trades exist (a skipped reversal
+        # leaves the old position open): re-run the shadow with the skips until the skip
+        # pattern is stable, so the real run has exactly the shadow's trades.
+        # Win rate and payoff come from the strategy's paper trades (every entry taken), so
+        # a Kelly sizer that sat out can see the edge come back.
+        paper = shadow_trades(frame, signals, bt, ref)
+        x.win_rate, x.avg_win, x.avg_loss, x.n_closed = _rolling_trade_stats(n, paper["exit"], paper["pnl_unit"], lookback)
+        skip = np.zeros(n, dtype=bool)
+        for it in range(MAX_SHADOW_RUNS):
+            tr = paper if it == 0 else shadow_trades(frame, signals, bt, np.where(skip, 0.0, ref))
+            x.equity, x.peak = base_eq.copy(), base_eq.copy()
+            x.base_units = _base_units(bt, close, base_eq)
+            sizes = _size_trades(chain, x, bt, tr)
+            x.equity, x.peak = _equity_path(n, initial, tr, sizes)
+            x.base_units = _base_units(bt, close, x.equity)
+            steps = _run_chain(chain, x, np.arange(n))
+            new_skip = entry_bars & ~(steps[-1] > 0)
+            if np.array_equal(new_skip, skip):
+                break
+            skip = new_skip
+        else:
+            log.warning("sizer: skipped entries did not settle; sizes are approximate", runs=MAX_SHADOW_RUNS)
     out = copy.copy(signals)
     out.size_steps = dict(zip(chain.step_names, steps))
     out.size = steps[-1]
