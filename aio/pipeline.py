@@ -142,10 +142,10 @@ def stage_backtest(run: Run) -> None:
     arrays = {c: run.bars.col(c) for c in ("open", "high", "low", "close", "volume")}
     sig = signals(run.strategy, arrays, run.params, extra=run.predictions)
     sizer = section(run.cfg, "sizer")
-    if sizer and sizer.get("name") not in (None, "none", "fixed"):
+    if sizer and sizer.get("name") not in (None, "none"):
         from aio.sizing import apply_sizer
 
-        apply_sizer(run, sig, bt_cfg)
+        sig, bt_cfg = apply_sizer(run, sig, bt_cfg)
     result = run_backtest(run.bars, sig, bt_cfg)
     run.backtest = result
     write_trades_csv(result, run.artifact("trades.csv"))
