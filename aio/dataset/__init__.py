@@ -9,7 +9,7 @@ and the store layout.
 
 from __future__ import annotations
 
-from aio.dataset.build import DatasetInfo, build_dataset, decision_bars
+from aio.dataset.build import DatasetInfo, build_dataset, compute_rows, decision_bars
 from aio.dataset.config import (
     DatasetConfig,
     FeatureConfig,
@@ -24,7 +24,8 @@ from aio.dataset.labels import compute_labels
 
 __all__ = [
     "ChartDataModule", "ChartDataset", "DatasetConfig", "DatasetInfo", "FeatureConfig", "REGIMES", "RegimeConfig",
-    "SESSIONS", "SplitConfig", "StoreConfig", "TripleBarrierConfig", "build_dataset", "compute_features",
+    "SESSIONS", "SplitConfig", "StoreConfig", "TripleBarrierConfig", "build_dataset",
+    "compute_features", "compute_rows",
     "compute_labels", "dataset_config", "decision_bars", "register",
 ]
 
