@@ -308,3 +308,19 @@ def test_dataset_refuses_a_renderer_without_images(tmp_path):
     frame = walk_frame(300, seed=6)
     with pytest.raises(ConfigError, match="renderer=candles"):
         build_dataset(make_bars(frame), {}, dataset_config({}), PlotlyRenderer(), tmp_path)
+
+
+def test_input_hash_ignores_last_bit_noise_but_not_a_price_point():
+    from aio.dataset.store import input_hash
+
+    frame = walk_frame(300, seed=7)
+    base = input_hash(frame, {"symbol": "EURUSD"}, {}, {"c": 1})
+    # One-ulp noise, as parallel float sums produce run to run.
+    noisy = frame.with_columns(pl.Series("volume", np.nextafter(frame["volume"].to_numpy(), np.inf)))
+    assert input_hash(noisy, {"symbol": "EURUSD"}, {}, {"c": 1}) == base
+    close = frame["close"].to_numpy().copy()
+    close[150] += 1e-5  # one point
+    moved = frame.with_columns(pl.Series("close", close))
+    assert input_hash(moved, {"symbol": "EURUSD"}, {}, {"c": 1}) != base
+    assert input_hash(frame, {"symbol": "EURUSD"}, {}, {"c": 2}) != base
+    assert input_hash(frame, {"symbol": "EURUSD"}, {"x": np.arange(300.0)}, {"c": 1}) != base

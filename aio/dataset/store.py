@@ -21,16 +21,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ROW_GROUP = 256
 META = "meta.json"
 TABLE = "rows"
 
 
 def _update_array(h: "hashlib._Hash", name: str, a: np.ndarray) -> None:
-    a = np.ascontiguousarray(a)
-    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-    h.update(a.tobytes())
+    a = np.asarray(a)
+    h.update(f"{name}|{a.dtype.kind}|{a.shape}|".encode())
+    if a.dtype.kind == "f":
+        # float32 precision (~1e-7 relative, below one price point): the last bits of a
+        # float64 can differ run to run (parallel sums, e.g. polars group sums of tick
+        # volume), which must not defeat the cache. NaN/inf positions are hashed exactly.
+        with np.errstate(over="ignore", invalid="ignore"):
+            a = np.ascontiguousarray(a, dtype=np.float32)
+        a = np.where(np.isnan(a), np.float32(np.nan), a)  # one NaN bit pattern
+    h.update(np.ascontiguousarray(a).tobytes())
 
 
 def input_hash(bars_frame, bars_meta: dict[str, Any], indicators: dict[str, np.ndarray], config: dict[str, Any]) -> str:
