@@ -8,6 +8,7 @@ queue.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import optuna
@@ -17,7 +18,9 @@ def tpe(cfg: Any, seed: int | None) -> optuna.samplers.BaseSampler:
     """Tree-structured Parzen Estimator (multivariate, grouped for conditional spaces)."""
     opts = {"n_startup_trials": cfg.n_startup_trials, "multivariate": True, "group": True,
             "constant_liar": cfg.n_workers > 1, **cfg.sampler_options}
-    return optuna.samplers.TPESampler(seed=seed, **opts)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
+        return optuna.samplers.TPESampler(seed=seed, **opts)
 
 
 def cmaes(cfg: Any, seed: int | None) -> optuna.samplers.BaseSampler:

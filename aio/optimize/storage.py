@@ -21,6 +21,7 @@ import fcntl
 import os
 import socket
 import threading
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +112,9 @@ def open_storage(spec: StorageSpec, heartbeat_s: int | None = None) -> Any:
     if heartbeat_s:
         kw = {"heartbeat_interval": int(heartbeat_s), "grace_period": int(heartbeat_s) * 2}
     try:
-        return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **kw)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(spec.url, engine_kwargs=engine_kwargs, **kw)
     except ImportError as exc:
         raise ConfigError(f"optimize.storage={spec.label}: the database driver is missing ({exc}); install it "
                           f"(e.g. pip install psycopg2-binary for postgresql)") from None
@@ -187,7 +190,9 @@ def fail_stale(study: optuna.Study) -> int:
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
         if is_heartbeat_enabled(storage):
-            optuna.storages.fail_stale_trials(study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
     except ImportError:  # pragma: no cover - private helper moved
         pass
     for t in storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.RUNNING,)):

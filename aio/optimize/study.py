@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import time
+import warnings
 from typing import Any, Callable
 
 import optuna
@@ -93,7 +94,7 @@ def _run_one(study: optuna.Study, trial: optuna.Trial, fn: Callable) -> TrialSta
 def _setup_grid(ctx: Context, study: optuna.Study, spec: StorageSpec) -> int:
     """Queue every feasible grid point once (whichever worker gets here first)."""
     with claim_lock(spec, study.study_name):
-        attrs = study.system_attrs
+        attrs = study._storage.get_study_system_attrs(study._study_id)
         if GRID_ATTR in attrs:
             return int(attrs[GRID_ATTR])
         points = grid(ctx.space, ctx.cfg.constraints, ctx.fixed)
@@ -103,7 +104,7 @@ def _setup_grid(ctx: Context, study: optuna.Study, spec: StorageSpec) -> int:
         for p in points:
             if tuple(sorted(p.items())) not in done:
                 study.enqueue_trial(p)
-        study.set_system_attr(GRID_ATTR, len(points))
+        study._storage.set_study_system_attr(study._study_id, GRID_ATTR, len(points))
         return len(points)
 
 
@@ -126,7 +127,10 @@ def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec
                 progress(n)
             if n >= target:
                 break
-            trial = study.ask()
+            with warnings.catch_warnings():
+                # we run the heartbeat thread ourselves around each trial (_heartbeat)
+                warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+                trial = study.ask()
             study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
         if not exclusive and is_surplus(study, trial.number, target, cfg.count_failed):
             study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
