@@ -229,6 +229,8 @@ def simulate(
     has_sl_short = sl_short.shape[0] > 0
     has_tp_short = tp_short.shape[0] > 0
     has_size = size.shape[0] > 0
+    has_brackets = (has_sl_long or has_tp_long or has_sl_short or has_tp_short
+                    or stop_dist.shape[0] > 0 or take_dist.shape[0] > 0)
     max_fills = 4 * (K + max_lots) + 8
 
     for t in range(n):
@@ -243,14 +245,21 @@ def simulate(
                                    lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist)
                 pend[k] = False
 
-        # 2. stop/limit orders and brackets along the intrabar path
+        # 2. stop/limit orders and brackets along the intrabar path (skipped when
+        #    nothing could fire: the common case of market-only strategies)
+        live = ist[S_NLOTS] > 0 and has_brackets
+        if not live:
+            for k in range(K):
+                if pend[k] and otype[k] != MARKET:
+                    live = True
+                    break
         high_first = abs(h[t] - o[t]) < abs(l[t] - o[t])
         p1 = h[t] if high_first else l[t]
         p2 = l[t] if high_first else h[t]
         cur = o[t]
         seg = 0
         fills = 0
-        while seg < 3 and fills < max_fills:
+        while live and seg < 3 and fills < max_fills:
             end = p1 if seg == 0 else (p2 if seg == 1 else c[t])
             best = -1.0
             best_px = np.nan

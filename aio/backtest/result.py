@@ -88,11 +88,10 @@ class BacktestResult:
     @cached_property
     def equity(self) -> pl.DataFrame:
         """Per bar: equity at the close, signed position, drawdown (abs and fraction of the peak)."""
+        from aio.backtest.metrics import drawdown_series
+
         eq = self.equity_values
-        peak = np.maximum.accumulate(eq) if len(eq) else eq
-        dd = eq - peak
-        with np.errstate(divide="ignore", invalid="ignore"):
-            dd_pct = np.where(peak > 0, dd / peak, 0.0)
+        dd, dd_pct = drawdown_series(eq, self.config.initial_capital)
         return pl.DataFrame({
             "ts_event": self.ts_event,
             "equity": eq,
