@@ -20,6 +20,7 @@ BUILTIN_MODULES = [
     "aio.render",
     "aio.dataset",
     "aio.models",
+    "aio.vlm",
     "aio.store",
     "aio.pine",
 ]
