@@ -113,7 +113,6 @@ def test_labels_use_exactly_their_horizon():
     frame = walk_frame(400, seed=2)
     cfg = dataset_config(SMALL_DATASET)
     base = rows_of(frame, cfg, small_renderer())
-    atr = base.arrays  # whole-series arrays
     from aio.render.base import compute_indicator_outputs
 
     atr = next(iter(compute_indicator_outputs(IndicatorSpec("ATR", {"timeperiod": 14}), base.arrays).values()))

@@ -8,7 +8,7 @@ a browser engine); a dataset needs an image renderer such as ``candles``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
