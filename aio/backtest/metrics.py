@@ -125,27 +125,29 @@ def max_drawdown_duration(equity: np.ndarray, initial_capital: float, ts: np.nda
     """Longest time under water: (bars, seconds) from a peak to the bar that regains it.
 
     A drawdown still open at the end lasts to the last bar. The initial capital is the
-    peak before bar 0 (bar index -1, one bar spacing before the first bar).
+    peak before bar 0 (at index -1, one bar spacing before the first bar's open).
     """
     eq = np.asarray(equity, dtype=np.float64)
     if eq.size == 0:
         return 0, 0.0
     ts = np.asarray(ts, dtype=np.int64)
     step = bar_seconds(ts) if ts.size > 1 else 0.0
-    peak = initial_capital
-    peak_i = -1
-    best_bars, best_sec = 0, 0.0
 
     def t_of(i: int) -> float:
         return ts[0] / NS_PER_SECOND - step if i < 0 else ts[i] / NS_PER_SECOND
 
+    peak, peak_i, under = initial_capital, -1, False
+    best_bars, best_sec = 0, 0.0
     for i, v in enumerate(eq):
         if v >= peak:
-            peak, peak_i = v, i
+            if under and i - peak_i > best_bars:
+                best_bars, best_sec = i - peak_i, t_of(i) - t_of(peak_i)
+            peak, peak_i, under = v, i, False
         else:
-            bars = i - peak_i
-            if bars > best_bars:
-                best_bars, best_sec = bars, t_of(i) - t_of(peak_i)
+            under = True
+    last = eq.size - 1
+    if under and last - peak_i > best_bars:
+        best_bars, best_sec = last - peak_i, t_of(last) - t_of(peak_i)
     return best_bars, best_sec
 
 
