@@ -53,7 +53,8 @@ class ParamSpace:
             return f"one of {self.choices}"
         if self.type == "bool":
             return "true or false"
-        return f"{self.type} in [{self.low}, {self.high}]"
+        fmt = (lambda v: str(int(v))) if self.type == "int" else (lambda v: str(v))
+        return f"{self.type} in [{fmt(self.low)}, {fmt(self.high)}]"
 
 
 @dataclass
