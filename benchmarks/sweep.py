@@ -6,8 +6,9 @@ TradingView's "MACD Strategy" (``tv_macd``: delta = MACD - EMA(MACD, 9) crossing
 each entry reverses) over fastLength 5..30 step 5 x slowlength 10..70 step 5 with
 fastLength < slowlength (63 points) on the 23k-bar reference file. Both sides trade one
 unit without costs, fill market orders at the next bar's open and score a point by its
-final equity (closed trades plus the open one marked at the last close); both must pick
-the same parameters. aio runs ``optimize=grid`` (one study, in memory, one process);
+final equity (the trade still open at the end marked at the last close: backtesting.py's
+"Equity Final" without finalize_trades, aio's ``net_profit``); both must pick the same
+parameters. aio runs ``optimize=grid`` (one study, in memory, one process);
 backtesting.py runs its own grid optimiser (which may use several processes). The last
 line is JSON; ``ratio`` = backtesting.py time / aio time.
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+os.environ.setdefault("TQDM_DISABLE", "1")  # backtesting.py's per-run progress bars (read at tqdm import)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 DEFAULT_CSV = Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "tradingview" / "ohlcv.csv"
@@ -63,7 +65,7 @@ def run_aio(frame):
     from aio.strategy import load_builtin
 
     cfg = build(OptimizeConfig, {
-        "name": "grid", "objective": "equity_final", "n_trials": 10_000, "min_trades": 0, "pruner": "none",
+        "name": "grid", "objective": "net_profit", "n_trials": 10_000, "min_trades": 0, "pruner": "none",
         "params": ["fastLength", "slowlength"],
         "space": {"fastLength": {"low": FAST.start, "high": FAST.stop - 1, "step": FAST.step},
                   "slowlength": {"low": SLOW.start, "high": SLOW.stop - 1, "step": SLOW.step}},
@@ -83,21 +85,23 @@ def run_aio(frame):
     return dt, res.best_params, values
 
 
-def run_peer(pdf):
+def _delta(close, fast, slow, signal):
     import talib
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
 
-    def delta(close, fast, slow, signal):
-        macd = talib.EMA(close, fast) - talib.EMA(close, slow)
-        return macd - talib.EMA(macd, signal)
+    macd = talib.EMA(close, fast) - talib.EMA(close, slow)
+    return macd - talib.EMA(macd, signal)
+
+
+def _peer_strategy():
+    from backtesting import Strategy
+    from backtesting.lib import crossover
 
     class Macd(Strategy):
         fast = 12
         slow = 26
 
         def init(self):
-            self.delta = self.I(delta, self.data.Close.astype(float), self.fast, self.slow, SIGNAL)
+            self.delta = self.I(_delta, self.data.Close.astype(float), self.fast, self.slow, SIGNAL)
 
         def next(self):
             if crossover(self.delta, 0):
@@ -105,7 +109,20 @@ def run_peer(pdf):
             elif crossover(0, self.delta):
                 self.sell(size=1)
 
-    bt = Backtest(pdf, Macd, cash=1_000_000, commission=0.0, exclusive_orders=True, finalize_trades=True)
+    return Macd
+
+
+try:  # module level, so backtesting.py's worker processes can unpickle it
+    Macd = _peer_strategy()
+    Macd.__qualname__ = "Macd"
+except ImportError:  # pragma: no cover
+    Macd = None
+
+
+def run_peer(pdf):
+    from backtesting import Backtest
+
+    bt = Backtest(pdf, Macd, cash=1_000_000, commission=0.0, exclusive_orders=True, finalize_trades=False)
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -189,3 +189,41 @@ def test_sized_trials_use_the_sizer():
     qty = result.trades["qty"].to_numpy()
     assert len(qty) and np.all(qty % 1000.0 == 0) and len(set(qty)) > 1
     assert res.folds[0].study.best_value == pytest.approx(m["net_profit"])
+
+
+def test_shared_indicator_cache_never_serves_a_stale_series():
+    """tv_macd's EMA of MACD reads fastLength/slowlength through MACD: trials that share
+    MACDLength must still get their own series (cached values = uncached values)."""
+    from aio.strategy import SeriesCache, series_env
+
+    frame = synthetic_bars(800)
+    spec = load_builtin("tv_macd")
+    arrays = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
+    cache = SeriesCache()
+    for fast, slow in [(5, 20), (10, 40), (5, 30)]:
+        p = {"fastLength": fast, "slowlength": slow, "MACDLength": 9}
+        cached = series_env(spec, arrays, p, cache=cache)["delta"]
+        fresh = series_env(spec, arrays, p)["delta"]
+        np.testing.assert_array_equal(cached, fresh)
+
+
+def test_trial_metrics_equal_the_full_metrics():
+    from aio.backtest import run_backtest
+    from aio.backtest.metrics import compute_metrics
+    from aio.optimize.fastmetrics import FAST, metrics_for
+
+    frame = synthetic_bars(1500)
+    ctx = make_ctx(frame, space=SMALL)
+    sig = ctx.signals({"fast": 5, "slow": 30})
+    res = run_backtest(frame, sig, ctx.bt)
+    full = compute_metrics(res)
+    fast = metrics_for(res, list(FAST))
+    assert full["trade_count"] > 5
+    for k in FAST:
+        assert fast[k] == pytest.approx(full[k], nan_ok=True), k
+    # the trial path (cached bar arrays, sliced window) gives the same numbers as a plain run
+    w = Window(200, 1200)
+    r2, m2 = ctx.trial_backtest(sig, w)
+    _, m3, _ = ctx.backtest(sig, w)
+    for k in m2:
+        assert m2[k] == pytest.approx(m3[k], nan_ok=True), k

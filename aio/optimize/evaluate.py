@@ -10,7 +10,6 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from aio.optimize.dsr import return_moments
 from aio.optimize.objectives import Objective
 from aio.optimize.signals_ops import slice_signals
 from aio.optimize.walkforward import Window, blocks
@@ -36,10 +35,11 @@ class Context:
     _cache: Any = field(default=None, repr=False)
     _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _chain: Any = field(default=None, repr=False)
+    _bar_arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
     def __getstate__(self) -> dict:
         d = dict(self.__dict__)
-        d["_cache"], d["_arrays"], d["_chain"] = None, None, None  # rebuilt per process
+        d["_cache"], d["_arrays"], d["_chain"], d["_bar_arrays"] = None, None, None, None  # rebuilt per process
         return d
 
     # -- evaluation ---------------------------------------------------------------------
@@ -72,6 +72,30 @@ class Context:
         return signals(self.spec, self.arrays, {**self.fixed, **dict(params)}, extra=self.predictions or None,
                        cache=self.cache)
 
+    @property
+    def bar_arrays(self) -> dict[str, np.ndarray]:
+        if self._bar_arrays is None:
+            from aio.backtest import bar_arrays
+
+            self._bar_arrays = bar_arrays(self.frame)
+        return self._bar_arrays
+
+    def trial_backtest(self, sig: Any, w: Window) -> tuple[Any, dict[str, Any]]:
+        """The fast path of a trial: bar arrays built once, only the metrics it needs."""
+        from aio.backtest import run_backtest
+        from aio.optimize.fastmetrics import metrics_for
+
+        s = slice_signals(sig, w.start, w.end)
+        bt = self.bt
+        if self.chain is not None:
+            from aio.sizing import size_signals
+
+            preds = {k: np.asarray(v)[w.start:w.end] for k, v in (self.predictions or {}).items()}
+            s, bt = size_signals(self.chain, self.frame.slice(w.start, len(w)), s, bt, preds)
+        arr = {k: v[w.start:w.end] for k, v in self.bar_arrays.items()}
+        result = run_backtest(arr, s, bt)
+        return result, metrics_for(result, [o.key for o in self.objectives])
+
     def backtest(self, sig: Any, w: Window, sliced: bool = False) -> tuple[Any, dict[str, Any], Any]:
         """(result, metrics, bars frame) of ``sig`` over window ``w`` (flat at its start);
         ``sliced``: ``sig`` already covers exactly ``w``."""
@@ -88,7 +112,7 @@ class Context:
             s, bt = size_signals(self.chain, fw, s, bt, preds)
         bars = self.bars(fw)
         result = run_backtest(bars, s, bt)
-        return result, compute_metrics(result, bars), fw
+        return result, dict(compute_metrics(result, bars)), fw
 
     def bars(self, frame: Any) -> Any:
         from aio.records import Bars
@@ -110,11 +134,10 @@ def equity_of(result: Any) -> np.ndarray:
 
 
 def bar_returns(result: Any) -> np.ndarray:
-    eq = equity_of(result)
-    if len(eq) < 2:
-        return np.zeros(0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.diff(eq) / eq[:-1]
+    """Bar returns as the metrics define them (the first bar against the capital)."""
+    from aio.backtest.metrics import bar_returns as _br
+
+    r = _br(equity_of(result), float(result.config.initial_capital))
     return r[np.isfinite(r)]
 
 
@@ -140,9 +163,9 @@ def evaluate_window(ctx: Context, params: Mapping[str, Any], window: Window, tri
     need = math.ceil(cfg.min_trades / len(parts)) if cfg.min_trades else 0
     sig = ctx.signals(params)
     per_obj: list[list[float]] = [[] for _ in ctx.objectives]
-    rets, trades, m = [], 0, {}
+    srs, weights, trades, m = [], [], 0, {}
     for b, w in enumerate(parts):
-        result, m, _ = ctx.backtest(sig, w)
+        result, m = ctx.trial_backtest(sig, w)
         n_tr = int(m.get("trade_count") or 0)
         trades += n_tr
         if n_tr < need:
@@ -152,10 +175,14 @@ def evaluate_window(ctx: Context, params: Mapping[str, Any], window: Window, tri
             raise Infeasible(f"objective undefined in IS block {b + 1} ({dict(zip([o.name for o in ctx.objectives], vals))})")
         for i, v in enumerate(vals):
             per_obj[i].append(v)
-        rets.append(bar_returns(result))
+        # per-bar Sharpe (for the deflated Sharpe): the annualised one over sqrt(periods a year)
+        ppy = m.get("periods_per_year") or float("nan")
+        srs.append(float(m.get("sharpe", float("nan"))) / math.sqrt(ppy) if ppy and ppy > 0 else float("nan"))
+        weights.append(len(w))
         if trial is not None and len(ctx.objectives) == 1 and len(parts) > 1:
             trial.report(float(np.mean(per_obj[0])), b)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after IS block {b + 1}/{len(parts)}")
-    sr = return_moments(np.concatenate(rets) if rets else np.zeros(0))["sr"]
+    ok = [(x, wt) for x, wt in zip(srs, weights) if np.isfinite(x)]
+    sr = float(np.average([x for x, _ in ok], weights=[wt for _, wt in ok])) if ok else float("nan")
     return TrialOutcome([float(np.mean(v)) for v in per_obj], trades, per_obj, sr, m)

@@ -56,8 +56,8 @@ OBJECTIVES = [
     Objective("calmar", "calmar", "maximize", "annual return / max drawdown"),
     Objective("profit_factor", "profit_factor", "maximize", "gross profit / gross loss (capped at 100)", clip=100.0),
     Objective("sqn", "sqn", "maximize", "System Quality Number (Van Tharp)"),
-    Objective("net_profit", "net_profit", "maximize", "net profit after costs"),
-    Objective("return_pct", "net_profit_pct", "maximize", "net profit in percent of initial capital"),
+    Objective("net_profit", "net_profit", "maximize", "final equity - capital after costs (open trade marked at the last close)"),
+    Objective("return_pct", "return_pct", "maximize", "net profit in percent of initial capital"),
     Objective("max_drawdown", "max_drawdown", "minimize", "largest peak-to-trough equity drop", absolute=True),
 ]
 

@@ -95,7 +95,16 @@ def series_env(
 
 
 def _reads_param(spec: StrategySpec, alias: str, pname: str) -> bool:
-    return pname in spec._expand({alias})
+    read = spec._expand({alias})
+    if pname in read:
+        return True
+    # An indicator it reads may take the parameter as an argument (EMA(MACD) where MACD
+    # reads EMA(close, fastLength)): that changes the series too, so it is part of the key.
+    for name in read:
+        b = spec.indicators.get(name.split(".")[0])
+        if b is not None and any(isinstance(v, str) and v == pname for v in b.params.values()):
+            return True
+    return False
 
 
 def signals(
