@@ -82,3 +82,20 @@ def test_walk_forward_fit_with_lora_gives_calibrated_model_series(dataset, tmp_p
     assert [r["fold"] for r in folds] == [0, 1] and all(r["temperature"] > 0 for r in folds)
     assert folds[0]["model_id"] != folds[1]["model_id"]
     assert result.metrics["model"] == "hf_vlm" and result.metrics["memory_plan"]["device"] == "cpu"
+
+    # task=analyze on that run: the last decision bar known at the query time, one JSON answer,
+    # probabilities with the last fold's adapter and temperature.
+    import jsonschema
+
+    from aio.vlm.analyze import analyze_run_bar
+    from aio.vlm.schema import json_schema
+
+    run_dir = tmp_path
+    (run_dir / "metrics.json").write_text(json.dumps({"dataset": {"path": str(info.path)}}))
+    t = result.table.ts_init
+    out = analyze_run_bar(model, run_dir, str(np.datetime64(int(t[10]) + 30 * 10**9, "ns")))
+    assert out["row"] == 10 and out["ts_init"] == int(t[10])
+    assert out["model_id"] == result.model_id
+    jsonschema.validate(out["answer"], json_schema(model.vlm.spec))
+    p = out["calibrated"]
+    assert abs(p["p_down"] + p["p_flat"] + p["p_up"] - 1) < 1e-5 and p["temperature"] == folds[-1]["temperature"]

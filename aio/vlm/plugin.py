@@ -77,8 +77,8 @@ class VLMModel:
         vlm = self.load(spec, training=training)
         if cfg.adapter:
             vlm.load_adapter(cfg.adapter)
-        symbol = str(getattr(ctx.bars, "symbol", None) or meta.get("bars", {}).get("symbol", "EURUSD"))
-        timeframe = str(getattr(ctx.bars, "timeframe", None) or meta.get("bars", {}).get("timeframe", "1m"))
+        symbol = str(getattr(ctx.bars, "symbol", None) or meta.get("symbol", "EURUSD"))
+        timeframe = str(getattr(ctx.bars, "timeframe", None) or meta.get("timeframe", "1m"))
         fill = vlm.fill(symbol, timeframe, table.horizon)
         images = RowImages(table.path, meta)
         atr = _label_column(table, meta, f"fwd_ret_atr_{table.horizon}")
