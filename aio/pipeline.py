@@ -39,6 +39,8 @@ class Run:
     strategy: Any = None  # aio.strategy.StrategySpec
     params: dict[str, Any] = field(default_factory=dict)
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model.* series for rules/sizers
+    dataset: Any = None  # aio.dataset.DatasetInfo
+    model: Any = None  # aio.models.base.ModelResult
     backtest: Any = None
     metrics: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
@@ -170,10 +172,46 @@ def stage_export(run: Run) -> None:
     run.metrics["pine_export"] = {"exported": True}
 
 
+# Model stages (aio/models/stages.py); they do nothing with model=none.
+def stage_dataset(run: Run) -> None:
+    from aio.models.stages import stage_dataset as impl
+
+    impl(run)
+
+
+def stage_train(run: Run) -> None:
+    from aio.models.stages import stage_train as impl
+
+    impl(run)
+
+
+def stage_infer(run: Run) -> None:
+    from aio.models.stages import stage_infer as impl
+
+    impl(run)
+
+
+def stage_store(run: Run) -> None:
+    from aio.models.stages import stage_store as impl
+
+    impl(run)
+
+
+def stage_similar(run: Run) -> None:
+    from aio.models.stages import stage_similar as impl
+
+    impl(run)
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "ingest": stage_ingest,
     "bars": stage_bars,
     "indicators": stage_indicators,
+    "dataset": stage_dataset,
+    "train": stage_train,
+    "infer": stage_infer,
+    "store": stage_store,
+    "similar": stage_similar,
     "strategy": stage_strategy,
     "optimize": stage_optimize,
     "backtest": stage_backtest,
@@ -182,8 +220,13 @@ STAGES: dict[str, Callable[[Run], None]] = {
 
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
-    "run": ["ingest", "bars", "indicators", "strategy", "optimize", "backtest", "export"],
-    "optimize": ["ingest", "bars", "indicators", "strategy", "optimize", "backtest", "export"],
+    "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "backtest",
+            "export"],
+    "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
+                 "backtest", "export"],
+    "dataset": ["ingest", "bars", "indicators", "dataset"],
+    "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
+    "similar": ["similar"],
 }
 
 
