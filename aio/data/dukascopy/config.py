@@ -3,41 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 from aio.config import param
+from aio.data.base import parse_utc
 from aio.errors import ConfigError
 
 DEFAULT_BASE_URL = "https://datafeed.dukascopy.com/datafeed"
 DEFAULT_JSON_API_URL = "https://jetta.dukascopy.com/v1"
 # The datafeed's oldest tick files (EURUSD) start in May 2003.
 EARLIEST = datetime(2003, 5, 1, tzinfo=timezone.utc)
-
-
-def parse_utc(value: object, key: str) -> datetime:
-    """'2024-03-04', '2024-03-04T12:00', '2024-03-04 12:00:00Z' -> aware UTC datetime.
-
-    A value without an offset is UTC; one with an offset is converted to UTC.
-    """
-    if isinstance(value, datetime):
-        t = value
-    elif isinstance(value, date):
-        t = datetime(value.year, value.month, value.day)
-    else:
-        text = str(value).strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            t = datetime.fromisoformat(text)
-        except ValueError:
-            raise ConfigError(
-                f"config key {key}={value!r} is not a UTC date or datetime; write e.g. 2024-03-04 or 2024-03-04T13:00"
-            ) from None
-    if t.tzinfo is None:
-        return t.replace(tzinfo=timezone.utc)
-    return t.astimezone(timezone.utc)
 
 
 @dataclass
