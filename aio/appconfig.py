@@ -7,7 +7,7 @@ Plugin-chosen sections (``data``, ``bars``, ``strategy``, ``model``...) carry a
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

@@ -99,7 +99,6 @@ def stage_bars(run: Run) -> None:
 
 def stage_indicators(run: Run) -> None:
     from aio.indicators import compute_indicator_set
-    from aio.registry import registry
 
     _, ind_cfg = plugin_config("indicator_set", run.cfg, "indicators")
     run.features = compute_indicator_set(run.bars.frame, ind_cfg)
