@@ -36,8 +36,8 @@ T_NCOL = 11
 L_QTY, L_PX, L_BAR, L_SIG, L_COMM, L_SL, L_TP, L_DEC = range(8)
 L_NCOL = 8
 
-# integer state: number of lots, position side, number of trades
-S_NLOTS, S_SIDE, S_NTR = 0, 1, 2
+# integer state: number of lots, position side, number of trades, trades that did not fit
+S_NLOTS, S_SIDE, S_NTR, S_OVERFLOW = 0, 1, 2, 3
 
 
 @njit(cache=True)
@@ -53,11 +53,13 @@ def _commission(mode, rate, qty, px):
 
 @njit(cache=True)
 def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig, dec):
+    # ``tr`` is sized by the caller (one row per possible entry fill) and never
+    # reallocated here: reassigning an array inside the bar loop makes numba
+    # reference-count it on every iteration, which cost more than the simulation.
     n = ist[S_NTR]
     if n >= tr.shape[0]:
-        bigger = np.empty((tr.shape[0] * 2, T_NCOL))
-        bigger[:n] = tr[:n]
-        tr = bigger
+        ist[S_OVERFLOW] += 1
+        return
     tr[n, T_SIDE] = side
     tr[n, T_EBAR] = ebar
     tr[n, T_XBAR] = xbar
@@ -70,7 +72,6 @@ def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig,
     tr[n, T_XSIG] = xsig
     tr[n, T_DEC] = dec
     ist[S_NTR] = n + 1
-    return tr
 
 
 @njit(cache=True)
@@ -81,7 +82,7 @@ def _close_lot(lots, j, ist, st, tr, px, bar, xsig, exit_comm):
     comm = lots[j, L_COMM] + exit_comm
     # the entry commission left the cash at entry; the exit's leaves it now
     st[0] += gross - exit_comm
-    tr = _push_trade(tr, ist, side, lots[j, L_BAR], bar, lots[j, L_PX], px, q, gross - comm, comm,
+    _push_trade(tr, ist, side, lots[j, L_BAR], bar, lots[j, L_PX], px, q, gross - comm, comm,
                      lots[j, L_SIG], xsig, lots[j, L_DEC])
     nl = ist[S_NLOTS]
     for i in range(j, nl - 1):
@@ -89,7 +90,6 @@ def _close_lot(lots, j, ist, st, tr, px, bar, xsig, exit_comm):
     ist[S_NLOTS] = nl - 1
     if nl - 1 == 0:
         ist[S_SIDE] = 0
-    return tr
 
 
 @njit(cache=True)
@@ -105,8 +105,7 @@ def _close_all(lots, ist, st, tr, px, bar, xsig, cmode, crate):
             xc = order_comm * q / total if total > 0 else 0.0
         else:
             xc = _commission(cmode, crate, q, px)
-        tr = _close_lot(lots, 0, ist, st, tr, px, bar, xsig, xc)
-    return tr
+        _close_lot(lots, 0, ist, st, tr, px, bar, xsig, xc)
 
 
 @njit(cache=True)
@@ -176,36 +175,36 @@ def _trigger(up, level, cur, end):
 @njit(cache=True)
 def _fill_slot(k, raw, t, is_limit, action, direction, oca, pend, pend_qty, pend_dec,
                lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist):
-    """Execute order slot ``k`` at raw price ``raw``; returns (trades buffer, filled?)."""
+    """Execute order slot ``k`` at raw price ``raw``; returns whether it filled."""
     d = direction[k]
     side = ist[S_SIDE]
     if action[k] == ENTRY:
         if side == d and ist[S_NLOTS] >= max_lots:
-            return tr, False  # pyramiding limit: the entry is ignored
+            return False  # pyramiding limit: the entry is ignored
         cost = hs + (0.0 if is_limit else slip)
         px = raw + cost if d > 0 else raw - cost
         if side == -d:
             # strategy.entry against the position: close it, then open the new side
-            tr = _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
+            _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
         _open_lot(lots, ist, st, d, pend_qty[k], px, t, k, pend_dec[k], cmode, crate, stop_dist, take_dist)
     else:
         if side == 0 or (d != 0 and d != side):
-            return tr, False
+            return False
         cost = hs + (0.0 if is_limit else slip)
         px = raw - cost if side > 0 else raw + cost
-        tr = _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
+        _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
     pend[k] = False
     g = oca[k]
     if g >= 0:
         for i in range(pend.shape[0]):
             if oca[i] == g:
                 pend[i] = False
-    return tr, True
+    return True
 
 
 @njit(cache=True)
 def simulate(
-    o, h, l, c, half_spread,
+    tr, o, h, l, c, half_spread,
     when, price, action, direction, otype, cancel_false, oca,
     size, qty_mode, qty,
     cmode, crate, slip, inv_tick, max_lots, on_close, initial_capital,
@@ -215,9 +214,8 @@ def simulate(
     K = action.shape[0]
     equity = np.empty(n)
     position = np.empty(n)
-    tr = np.empty((64, T_NCOL))
     lots = np.empty((max_lots, L_NCOL))
-    ist = np.zeros(3, dtype=np.int64)
+    ist = np.zeros(4, dtype=np.int64)
     st = np.zeros(1)
     st[0] = initial_capital
     pend = np.zeros(K, dtype=np.bool_)
@@ -241,7 +239,7 @@ def simulate(
         # 1. market orders decided at the previous close fill at this open, in slot order
         for k in range(K):
             if pend[k] and otype[k] == MARKET:
-                tr, _ = _fill_slot(k, o[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
+                _fill_slot(k, o[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
                                    lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist)
                 pend[k] = False
 
@@ -312,7 +310,7 @@ def simulate(
             fills += 1
             cur = best_px
             if best_kind == 3:
-                tr, _ = _fill_slot(best_idx, best_px, t, otype[best_idx] == LIMIT, action, direction, oca, pend,
+                _fill_slot(best_idx, best_px, t, otype[best_idx] == LIMIT, action, direction, oca, pend,
                                    pend_qty, pend_dec, lots, ist, st, tr, max_lots, slip, hs, cmode, crate,
                                    stop_dist, take_dist)
             else:
@@ -321,7 +319,7 @@ def simulate(
                 cost = hs + (0.0 if is_limit else slip)
                 px = best_px - cost if side > 0 else best_px + cost
                 xc = _commission(cmode, crate, lots[best_idx, L_QTY], px)
-                tr = _close_lot(lots, best_idx, ist, st, tr, px, t, EXIT_STOP if best_kind == 1 else EXIT_TAKE, xc)
+                _close_lot(lots, best_idx, ist, st, tr, px, t, EXIT_STOP if best_kind == 1 else EXIT_TAKE, xc)
 
         # 3. the close: this bar's signals place, re-price or cancel orders
         unreal = 0.0
@@ -360,7 +358,7 @@ def simulate(
         if on_close:
             for k in range(K):
                 if pend[k] and otype[k] == MARKET:
-                    tr, _ = _fill_slot(k, c[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
+                    _fill_slot(k, c[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
                                        lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist)
                     pend[k] = False
 
@@ -375,6 +373,6 @@ def simulate(
 
     # an open position is closed at the last close (TradingView lists it as "Open")
     if n > 0 and ist[S_NLOTS] > 0:
-        tr = _close_all(lots, ist, st, tr, c[n - 1], n - 1, EXIT_OPEN, cmode, crate)
+        _close_all(lots, ist, st, tr, c[n - 1], n - 1, EXIT_OPEN, cmode, crate)
         equity[n - 1] = st[0]
-    return tr[: ist[S_NTR]], equity, position
+    return ist[S_NTR], ist[S_OVERFLOW], equity, position

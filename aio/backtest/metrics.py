@@ -118,7 +118,7 @@ def max_drawdown(equity: np.ndarray, initial_capital: float) -> tuple[float, flo
     if len(equity) == 0:
         return 0.0, 0.0
     dd, frac = drawdown_series(equity, initial_capital)
-    return float(-dd.min()), float(-frac.min() * 100.0)
+    return float(0.0 - dd.min()), float(0.0 - frac.min() * 100.0)  # 0.0 - x: no -0.0
 
 
 def max_drawdown_duration(equity: np.ndarray, initial_capital: float, ts: np.ndarray) -> tuple[int, float]:
@@ -200,7 +200,7 @@ def var_cvar(returns: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     if r.size == 0:
         return float("nan"), float("nan")
     q = float(np.quantile(r, 1.0 - level, method="lower"))
-    return -q, float(-r[r <= q].mean())
+    return 0.0 - q, float(0.0 - r[r <= q].mean())
 
 
 def sqn(pnl: np.ndarray) -> float:

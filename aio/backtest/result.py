@@ -61,17 +61,27 @@ class BacktestResult:
         r = self.raw_trades
         ebar = r[:, E.T_EBAR].astype(np.int64)
         xbar = r[:, E.T_XBAR].astype(np.int64)
+        # names are gathered in polars from small lookup series: a Python loop over
+        # thousands of trades would cost more than the simulation
+        names = pl.Series(self.order_ids + [self.exit_id, self.exit_id, "Open"], dtype=pl.String)
+        k = len(self.order_ids)
+
+        def name_col(codes: np.ndarray) -> pl.Series:
+            c = codes.astype(np.int64)
+            idx = np.where(c >= 0, c, k - 1 - c)  # -1 -> k, -2 -> k+1, -3 -> k+2
+            return names.gather(idx.astype(np.uint32))
+
         cols: dict[str, object] = {
             "id": np.arange(1, r.shape[0] + 1, dtype=np.int64),
-            "side": np.where(r[:, E.T_SIDE] > 0, "long", "short"),
+            "side": pl.Series(["short", "long"]).gather((r[:, E.T_SIDE] > 0).astype(np.uint32)),
             "entry_time": self.ts_event[ebar],
             "entry_price": r[:, E.T_EPX],
             "exit_time": self.ts_event[xbar],
             "exit_price": r[:, E.T_XPX],
             "qty": r[:, E.T_QTY],
             "pnl": r[:, E.T_PNL],
-            "entry_signal": [self._signal_name(v) for v in r[:, E.T_ESIG]],
-            "exit_signal": [self._signal_name(v) for v in r[:, E.T_XSIG]],
+            "entry_signal": name_col(r[:, E.T_ESIG]),
+            "exit_signal": name_col(r[:, E.T_XSIG]),
             "commission": r[:, E.T_COMM],
             "entry_bar": ebar,
             "exit_bar": xbar,

@@ -114,8 +114,11 @@ def run_backtest(bars: Bars | pl.DataFrame | dict, signals: Signals, cfg: Backte
     if cfg.commission_type not in _COMM:
         raise ConfigError(f"backtest.commission_type={cfg.commission_type!r}; choose one of {list(_COMM)}")
 
-    trades, equity, position = E.simulate(
-        o, h, l, c, half_spread,
+    # one trade row per possible entry fill: an entry fills at most once per placement
+    max_trades = int(when[action == E.ENTRY].sum()) if K else 0
+    buf = np.empty((max_trades, E.T_NCOL))
+    ntr, overflow, equity, position = E.simulate(
+        buf, o, h, l, c, half_spread,
         when, price, action, direction, otype, cancel_false, oca,
         size, _QTY[cfg.qty_type], float(cfg.qty),
         _COMM[cfg.commission_type], float(cfg.commission), float(cfg.slippage_ticks) * float(cfg.mintick),
@@ -123,8 +126,10 @@ def run_backtest(bars: Bars | pl.DataFrame | dict, signals: Signals, cfg: Backte
         max(1, int(cfg.pyramiding)), bool(cfg.process_orders_on_close), float(cfg.initial_capital),
         **bkw,
     )
+    if overflow:  # pragma: no cover - the bound above is exact
+        raise RuntimeError(f"backtest trade buffer too small by {overflow} rows; please report this")
     return BacktestResult(
-        raw_trades=trades,
+        raw_trades=buf[:ntr],
         equity_values=equity,
         position_values=position,
         ts_event=arr["ts_event"],
