@@ -197,3 +197,18 @@ def _realised_equity_from_sizes(fr, sig, bt, d):
     from aio.backtest import run_backtest
 
     return _realised_at(run_backtest(fr, sig, bt), bt, d)
+
+
+def test_pine_export_sizes_every_entry_or_refuses():
+    from aio.backtest import BacktestConfig
+    from aio.pine import export_strategy
+    from aio.strategy import load_builtin
+
+    spec = load_builtin("sma_cross")
+    text = export_strategy(spec, None, BacktestConfig(), sizer={"name": "vol_target", "risk_pct": 0.5,
+                                                                 "limits": {"lot_step": 1000.0}})
+    assert text.count("qty=sizer_qty") == 2 and "ta.atr(14)" in text
+    plain = export_strategy(spec, None, BacktestConfig(), sizer={"name": "percent_of_equity", "percent": 20})
+    assert "default_qty_type=strategy.percent_of_equity" in plain and "qty=sizer_qty" not in plain
+    with pytest.raises(ExportError, match="kelly"):
+        export_strategy(spec, None, BacktestConfig(), sizer={"name": "kelly"})

@@ -131,20 +131,10 @@ def _input_line(name: str, value: Any, space) -> str:
 
 
 def _qty_args(bt: Any, sizer: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    name = (sizer or {}).get("name") or "fixed"
-    qty_type = getattr(bt, "qty_type", "fixed")
-    if name in ("fixed", "none"):
-        mapping = {"fixed": "strategy.fixed", "percent_of_equity": "strategy.percent_of_equity", "cash": "strategy.cash"}
-        return [("default_qty_type", mapping[qty_type]), ("default_qty_value", number(float(bt.qty)))]
-    if name == "percent_of_equity":
-        pct = float((sizer or {}).get("percent", bt.qty))
-        return [("default_qty_type", "strategy.percent_of_equity"), ("default_qty_value", number(pct))]
-    if name in ("vol_target", "atr"):
-        return []  # quantity computed per order, see _sizer_lines
-    raise ExportError(
-        f"sizer={name!r} cannot be expressed in Pine (it needs model confidence or trade history); "
-        f"export supports sizer=fixed, percent_of_equity or vol_target"
-    )
+    """strategy() quantity arguments; the sizer's Pine (aio.sizing.pine) refuses what Pine cannot do."""
+    from aio.sizing.pine import pine_sizing
+
+    return pine_sizing(sizer, bt).strategy_args
 
 
 def build_doc(
@@ -170,12 +160,18 @@ def build_doc(
     args: list[tuple[str, str]] = [("overlay", number(bool(spec.pine.overlay)))]
     if spec.pine.shorttitle:
         args.append(("shorttitle", string(spec.pine.shorttitle)))
+    qty_arg = ""
     if backtest is not None:
         commission_map = {"percent": "strategy.commission.percent",
                           "cash_per_order": "strategy.commission.cash_per_order",
                           "cash_per_contract": "strategy.commission.cash_per_contract"}
         args += [("initial_capital", number(float(backtest.initial_capital)))]
         args += _qty_args(backtest, sizer)
+        from aio.sizing.pine import pine_sizing
+
+        sizing = pine_sizing(sizer, backtest)
+        doc.series.extend(sizing.lines)  # per-order quantity (e.g. ATR risk), used by every entry
+        qty_arg = f", qty={sizing.qty}" if sizing.qty else ""
         args += [
             ("commission_type", commission_map[backtest.commission_type]),
             ("commission_value", number(float(backtest.commission))),
@@ -236,7 +232,7 @@ def build_doc(
                 extra += f", limit={pr.expr(spec.ast(f'rule:{r.id}:price'))}"
             if r.oca:
                 extra += f", oca_name={string(r.oca)}, oca_type=strategy.oca.cancel"
-            call = f"strategy.entry({string(r.id)}, {direction}{extra}, comment={string(r.id)})"
+            call = f"strategy.entry({string(r.id)}, {direction}{extra}{qty_arg}, comment={string(r.id)})"
         else:
             if r.direction == "both":
                 calls = [f"strategy.close_all(comment={string(r.id)})"]
