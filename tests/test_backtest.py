@@ -319,3 +319,18 @@ def test_bad_signals_name_the_problem():
         run_backtest(b, Signals(orders=[OrderSlot("L", "entry", 1, "stop", flags(5, 0))]), CFG)
     r = run_backtest(b, Signals(), CFG)
     assert r.n_trades == 0 and math.isclose(r.net_profit, 0.0)
+
+
+def test_intrabar_reversal_by_stop_entry_then_the_new_sides_bracket():
+    b = bars([(10.0, 10.1, 9.9, 10.0), (10.0, 10.2, 9.9, 10.1), (10.0, 10.3, 9.0, 10.2), (10.2, 10.3, 10.1, 10.2)])
+    n = 4
+    sig = Signals(
+        orders=[OrderSlot("L", "entry", 1, "market", flags(n, 0)),
+                OrderSlot("S", "entry", -1, "stop", flags(n, 1), price=prices(n, {1: 9.5}))],
+        brackets=Brackets(stop_long=np.full(n, 9.2), stop_short=np.full(n, 10.0)),
+    )
+    # bar 2: high (0.3 away) before low (1.0 away): 10 -> 10.3 -> 9.0 -> 10.2. Falling from
+    # 10.3 the short stop at 9.5 reverses the long before its own stop at 9.2 is reached;
+    # rising from 9.0 to 10.2 the short's stop at 10.0 closes it in the same bar.
+    assert rows(run_backtest(b, sig, CFG)) == [("long", 1, 10.0, 2, 9.5, "L", "S"),
+                                              ("short", 2, 9.5, 2, 10.0, "S", "Exit")]
