@@ -47,14 +47,6 @@ class BacktestResult:
     def net_profit(self) -> float:
         return float(self.equity_values[-1] - self.config.initial_capital) if len(self.equity_values) else 0.0
 
-    def _signal_name(self, code: float) -> str:
-        k = int(code)
-        if k >= 0:
-            return self.order_ids[k]
-        if k == E.EXIT_OPEN:
-            return "Open"
-        return self.exit_id
-
     @cached_property
     def trades(self) -> pl.DataFrame:
         """One row per trade, in the order trades closed (TradingView's "List of trades")."""
