@@ -295,7 +295,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
     r.metrics["timings_s"] = r.timings
     if r.params:
         r.metrics["params"] = r.params
-    (run_dir / "metrics.json").write_text(json.dumps(r.metrics, indent=2, default=_json_default))
+    (run_dir / "metrics.json").write_text(dumps(r.metrics))
     manifest = {
         "git_commit": _git_commit(),
         "config_hash": config_hash(cfg),
@@ -310,12 +310,27 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
         "artifacts": r.artifacts,
         "plugins": registry.loaded_sources,
     }
-    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2, default=_json_default))
+    (run_dir / "manifest.json").write_text(dumps(manifest))
     bt = r.metrics.get("backtest") or {}
     r.objective = bt.get("net_profit") if isinstance(bt, dict) else None
     log.info("run finished", seconds=round(sum(r.timings.values()), 2))
     print(f"run_dir: {run_dir}", flush=True)
     return r
+
+
+def _finite(o: Any) -> Any:
+    """NaN/inf (e.g. a Sharpe with no trades) become null: JSON has no NaN."""
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False)
 
 
 def _json_default(o: Any) -> Any:
