@@ -13,7 +13,6 @@ triton) and outlines (many dependencies); it reads the tokenizer's own
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
@@ -56,60 +55,52 @@ def lark_to_grammar(lark: str) -> str:
     return _llg().LLMatcher.grammar_from_lark(lark)
 
 
-@lru_cache(maxsize=8)
-def _bit_positions(n_words: int) -> torch.Tensor:
-    return torch.arange(32, dtype=torch.int32).repeat(n_words)
-
-
-def bitmask_to_bool(mask: np.ndarray, vocab_size: int) -> torch.Tensor:
-    """(B, ceil(V/32)) int32 llguidance bitmask -> (B, V) bool allowed-token mask."""
-    m = torch.from_numpy(mask)
-    bits = (torch.repeat_interleave(m, 32, dim=1) >> _bit_positions(m.shape[1])) & 1
-    return bits[:, :vocab_size].bool()
+def bitmask_to_bool(mask: np.ndarray, vocab_size: int) -> np.ndarray:
+    """(B, ceil(V/32)) int32 llguidance bitmask -> (B, V) bool allowed-token mask (bit i of word w: token 32w+i)."""
+    return np.unpackbits(np.ascontiguousarray(mask).view(np.uint8), axis=1, bitorder="little")[:, :vocab_size].astype(bool)
 
 
 class GrammarLogitsProcessor:
     """``generate(..., logits_processor=LogitsProcessorList([GrammarLogitsProcessor(...)]))``.
 
-    Create a fresh one per ``generate`` call (it keeps per-row matcher state).
+    Create a fresh one per ``generate`` call (it keeps per-row matcher state). Masks of
+    all rows are computed in parallel by llguidance's executor (Rust threads).
     """
 
     def __init__(self, tokenizer: GrammarTokenizer, grammar: str, batch_size: int) -> None:
+        llg = _llg()
         self.tok = tokenizer
         self.grammar = grammar
         self.matchers = [tokenizer.matcher(grammar) for _ in range(batch_size)]
         self.prompt_len: int | None = None
-        self.consumed = [0] * batch_size
         self.done = [False] * batch_size
-        self._mask = _llg().numpy.allocate_token_bitmask(batch_size, tokenizer.vocab_size)
-        self._end = torch.tensor(tokenizer.end_ids, dtype=torch.long)
+        self._mask = llg.numpy.allocate_token_bitmask(batch_size, tokenizer.vocab_size)
+        self._exec = llg.LLExecutor()
+        self._end = set(tokenizer.end_ids)
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         lln = _llg().numpy
         if self.prompt_len is None:
             self.prompt_len = input_ids.shape[1]
-        new = input_ids[:, self.prompt_len:].tolist()
-        for b, m in enumerate(self.matchers):
-            if self.done[b]:
-                continue
-            toks = new[b][self.consumed[b]:]
-            for t in toks:
-                if m.is_stopped() or t in self.tok.end_ids:
+        elif input_ids.shape[1] > self.prompt_len:
+            last = input_ids[:, -1].tolist()  # one new token per row since the previous call
+            for b, m in enumerate(self.matchers):
+                if self.done[b]:
+                    continue
+                t = last[b]
+                if t in self._end or m.is_stopped():
                     self.done[b] = True
-                    break
-                if not m.consume_token(t):
+                elif not m.consume_token(t):
                     raise AioError(f"constrained decoding: row {b} took token {t} the grammar rejects ({m.get_error()})")
-            self.consumed[b] = len(new[b])
-            if not self.done[b]:
-                lln.fill_next_token_bitmask(m, self._mask, b)
-        allowed = bitmask_to_bool(self._mask, self.tok.vocab_size).to(scores.device)
+        active = [(m, b) for b, m in enumerate(self.matchers) if not self.done[b]]
+        if active:
+            lln.fill_next_token_bitmask_par(self._exec, active, self._mask)
+        allowed = bitmask_to_bool(self._mask, self.tok.vocab_size)
         for b in range(len(self.matchers)):
             if self.done[b]:  # finished rows may only repeat an end token (generate pads them anyway)
                 allowed[b] = False
-                allowed[b, self._end.to(scores.device)] = True
-        out = scores.clone()
-        v = min(out.shape[1], allowed.shape[1])
-        out[:, :v] = out[:, :v].masked_fill(~allowed[:, :v], float("-inf"))
-        if out.shape[1] > v:  # model rows beyond the tokenizer's vocabulary are never valid text
-            out[:, v:] = float("-inf")
-        return out
+                allowed[b, self.tok.end_ids] = True
+        v = min(scores.shape[1], allowed.shape[1])
+        keep = torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        keep[:, :v] = torch.from_numpy(allowed[:, :v]).to(scores.device)
+        return scores.masked_fill(~keep, float("-inf"))
