@@ -198,7 +198,7 @@ def test_one_lora_step_changes_only_adapter_weights_and_roundtrips(checkpoints, 
     vlm = make_vlm(checkpoints, kind, training=True, finetune="lora")
     vlm.cfg.lora.r, vlm.cfg.lora.alpha, vlm.cfg.lora.dropout = 4, 8, 0.0
     vlm.enable_lora()
-    assert vlm.plan.gradient_checkpointing and vlm.model.is_gradient_checkpointing
+    assert vlm.plan.gradient_checkpointing and vlm.model.is_activation_checkpointing
     trainable = {n for n, p in vlm.peft.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
     assert all(("language_model" in n or "text_model" in n) for n in trainable)  # vision tower stays frozen

@@ -55,7 +55,11 @@ def apply_lora(model: nn.Module, lora: LoraSettings, quantized: bool = False, gr
                      target_modules=target_modules(model, lora), task_type=None)
     peft_model = get_peft_model(model, cfg)
     if gradient_checkpointing:
-        peft_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers >= 5.x names it activation checkpointing; the old name still works elsewhere.
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return peft_model
 
 
