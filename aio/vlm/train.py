@@ -108,6 +108,7 @@ def fit_adapter(vlm: Any, images: Sequence[Any], fills: Sequence[dict[str, Any]]
     module = LoraModule(vlm, train)
     steps = int(max_steps or train.max_steps)
     trainer = make_trainer(vlm, steps, precision, out_dir)
+    vlm.peft.train()  # adapters train with dropout; Lightning expects train mode from the start
     trainer.fit(module, train_dataloaders=loader)
     losses = module.losses
     vlm.net.eval()
