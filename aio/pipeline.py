@@ -202,6 +202,12 @@ def stage_similar(run: Run) -> None:
     impl(run)
 
 
+def stage_analyze(run: Run) -> None:
+    from aio.vlm.analyze import stage_analyze as impl
+
+    impl(run)
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "ingest": stage_ingest,
     "bars": stage_bars,
@@ -211,6 +217,7 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "infer": stage_infer,
     "store": stage_store,
     "similar": stage_similar,
+    "analyze": stage_analyze,
     "strategy": stage_strategy,
     "optimize": stage_optimize,
     "backtest": stage_backtest,
@@ -226,6 +233,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "dataset": ["ingest", "bars", "indicators", "dataset"],
     "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
     "similar": ["similar"],
+    "analyze": ["analyze"],
 }
 
 
