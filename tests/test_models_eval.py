@@ -114,3 +114,20 @@ def test_baselines_majority_and_logreg():
     s_maj = scores(maj, y[te], None, r[te])
     assert s_lr["log_loss"] < s_maj["log_loss"] - 0.1  # the features carry signal: logreg must use it
     assert s_lr["ic"] > 0.3 and np.isnan(s_maj["ic"])
+
+
+def test_model_and_trainer_configs_name_the_bad_key():
+    from aio.config import build
+    from aio.models.config import ChartNetConfig, KnnAnalogsConfig
+    from aio.train.config import trainer_config
+
+    with pytest.raises(ConfigError, match=r"model\.channels"):
+        build(ChartNetConfig, {"image_size": 16, "channels": [8, 8, 8, 8, 8]}, "model")
+    with pytest.raises(ConfigError, match=r"model\.folds=0 is out of range"):
+        build(ChartNetConfig, {"folds": 0}, "model")
+    with pytest.raises(ConfigError, match=r"Did you mean model\.backend"):
+        build(KnnAnalogsConfig, {"backnd": "memory"}, "model")
+    with pytest.raises(ConfigError, match=r"trainer\.precision='fp8' is not allowed"):
+        trainer_config({"precision": "fp8"})
+    with pytest.raises(ConfigError, match="min_epochs"):
+        trainer_config({"min_epochs": 5, "max_epochs": 2})

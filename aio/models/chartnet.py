@@ -85,8 +85,8 @@ class ChartNetModule(L.LightningModule):
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, ce, hub, _ = self._losses(batch)
         bs = len(batch["y"])
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=bs)
-        self.log("train_ce", ce, on_step=False, on_epoch=True, batch_size=bs)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
+        self.log("train_ce", ce, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

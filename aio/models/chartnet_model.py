@@ -87,9 +87,17 @@ class ChartNetModel:
                 trainer.fit(module, datamodule=dm)
                 best = roles.get("checkpoint")
                 best_path = getattr(best, "best_model_path", "") if best is not None else ""
+                if best is not None and not best_path and (out_dir / "checkpoints" / f"fold_{f.index}" / "best.ckpt").is_file():
+                    # ddp_spawn hands back the weights but not always the callback state
+                    best_path = str(out_dir / "checkpoints" / f"fold_{f.index}" / "best.ckpt")
+                best_epoch, best_score = int(trainer.current_epoch), _f(getattr(best, "best_model_score", None))
                 if best_path:
-                    state = torch.load(best_path, map_location="cpu", weights_only=False)["state_dict"]
-                    module.load_state_dict(state)
+                    ckpt = torch.load(best_path, map_location="cpu", weights_only=False)
+                    module.load_state_dict(ckpt["state_dict"])
+                    best_epoch = int(ckpt.get("epoch", best_epoch))
+                    for key, st in (ckpt.get("callbacks") or {}).items():
+                        if str(key).startswith("ModelCheckpoint") and st.get("best_model_score") is not None:
+                            best_score = _f(st["best_model_score"])
                 net = module.net.cpu()
                 val = infer(net, dm.loader(dm.val_rows), device)
                 temp = fit_temperature(val["logits"], table.y[val["row"]]) if cfg.calibrate else 1.0
@@ -113,8 +121,9 @@ class ChartNetModel:
                 es = roles.get("early_stopping")
                 extras.append({
                     "epochs": int(trainer.current_epoch),
+                    "best_epoch": best_epoch,
                     "stopped_early": bool(es is not None and es.stopped_epoch > 0),
-                    "best_val_loss": _f(getattr(best, "best_model_score", None)),
+                    "best_val_loss": best_score,
                     "temperature": round(temp, 5),
                     "seconds": round(time.perf_counter() - tf, 2),
                     "cpu_pct_mean": util.get("cpu_pct_mean"),

@@ -48,6 +48,21 @@ def outcomes(table: Table, bars) -> Outcomes:
     )
 
 
+def thumbnails(images: np.ndarray, level: int = 6) -> list[bytes]:
+    """PNG bytes of (n, H, W, 3) uint8 images as they are (already small), without PIL's
+    slow ``optimize`` pass: ~0.2 ms per 64 px chart."""
+    import io
+
+    from PIL import Image
+
+    out = []
+    for a in images:
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=level)
+        out.append(buf.getvalue())
+    return out
+
+
 def pattern_table(table: Table, out: Outcomes, embeddings: np.ndarray, model_id: str, symbol: str, timeframe: str,
                   run_id: str | None = None, rows: np.ndarray | None = None, thumbnails: list[bytes] | None = None) -> pa.Table:
     """Arrow rows for ``PatternLibrary.add_patterns`` (all rows, or ``rows``)."""

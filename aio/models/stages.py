@@ -7,6 +7,7 @@ nothing.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from aio.appconfig import plugin_config, section
 from aio.errors import ConfigError
 
 log = structlog.get_logger(__name__)
+THUMB_SIDE = 64  # px of the thumbnails stored with each pattern
 
 
 def model_name(cfg: Any) -> str:
@@ -122,18 +124,24 @@ def stage_store(run: Any) -> None:
             run.metrics.setdefault("model", {})["patterns"] = {"stored_by": "model", "model_id": result.model_id}
         return
     from aio.models.data import ImageStore
-    from aio.models.patterns import outcomes, pattern_table
-    from aio.store import PatternLibrary, png_thumbnail
+    from aio.models.data import resize_images
+    from aio.models.patterns import outcomes, pattern_table, thumbnails
+    from aio.store import PatternLibrary
 
     cfg = store_config(run.cfg)
     lib = PatternLibrary.from_config(cfg, run.run_dir)
     t = result.table
-    images = result.images if getattr(result.images, "cache", False) else ImageStore(t.path, t.meta, 64, cache=True)
-    thumbs = images.load_all().permute(0, 2, 3, 1).numpy()
+    images = result.images if getattr(result.images, "cache", False) else ImageStore(t.path, t.meta, THUMB_SIDE)
+    t0 = time.perf_counter()
+    thumbs = thumbnails(resize_images(images.load_all(), min(THUMB_SIDE, images.size)).permute(0, 2, 3, 1).numpy())
+    t1 = time.perf_counter()
     table = pattern_table(t, outcomes(t, run.bars), result.embeddings, result.model_id, str(run.bars.symbol),
-                          str(run.bars.timeframe), run.run_dir.name, thumbnails=[png_thumbnail(im) for im in thumbs])
+                          str(run.bars.timeframe), run.run_dir.name, thumbnails=thumbs)
     w = lib.add_patterns(table)
+    t2 = time.perf_counter()
     idx = lib.ensure_index()
+    log.info("patterns stored", thumbnails_s=round(t1 - t0, 2), write_s=round(t2 - t1, 2),
+             index_s=round(time.perf_counter() - t2, 2), index=idx.action)
     run.metrics.setdefault("model", {})["patterns"] = {"path": str(lib.path), "model_id": result.model_id,
                                                         "written": w.rows_in, "inserted": w.inserted, "updated": w.updated,
                                                         "index": idx.action}
