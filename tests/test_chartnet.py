@@ -131,3 +131,13 @@ def test_saved_fold_model_reproduces_its_predictions_and_logs(data, fitted):
     assert r.metrics["utilization"]["samples"] >= 1
     assert r.metrics["hardware"]["chosen"]["precision"] == "32-true"
     assert r.embeddings.shape == (len(table), CFG.embedding_dim) and np.isfinite(r.embeddings).all()
+
+
+def test_lazy_images_equal_cached_ones(data):
+    root, bars, info = data
+    table = load_table(info.path)
+    rows = np.array([0, 5, 17, len(table) - 1])
+    cached = ImageStore(info.path, table.meta, 24, cache=True).get(rows)
+    lazy = ImageStore(info.path, table.meta, 24, cache=False).get(rows)
+    assert cached.dtype == torch.uint8 and cached.shape == (4, 3, 24, 24)
+    assert torch.equal(cached, lazy)

@@ -112,3 +112,13 @@ def test_library_backend_agrees_with_exact_search_and_respects_time(data, tmp_pa
     # metrics: OOS scores next to the baselines, over the same rows
     oos = mem.metrics["oos"]
     assert oos["model"]["n"] == oos["majority"]["n"] == oos["logreg"]["n"] > 0
+
+
+def test_image_embedding_backend(data, tmp_path):
+    root, bars, info = data
+    cfg = KnnAnalogsConfig(k=5, backend="memory", embedding="image", dim=16, folds=2)
+    ctx = ModelContext(dataset_path=info.path, out_dir=tmp_path, seed=3, bars=bars)
+    r = KnnAnalogsModel(cfg).fit(ctx)
+    assert r.embeddings.shape == (len(r.table), 16 * 16)
+    assert np.allclose(np.linalg.norm(r.embeddings, axis=1), 1.0, atol=1e-5)
+    assert r.predicted.sum() > len(r.table) // 2 and r.model_id.startswith("knn-image-")
