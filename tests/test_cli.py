@@ -26,7 +26,7 @@ def aio(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.C
 @pytest.mark.slow
 def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
     run_dir = tmp_path / "run"
-    proc = aio("+experiment=eurusd_14d", "data=synthetic", f"hydra.run.dir={run_dir}")
+    proc = aio("+experiment=eurusd_14d", "data=synthetic", "store.location=run", f"hydra.run.dir={run_dir}")
     assert proc.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir.resolve()}"
     for name in ["config.yaml", "metrics.json", "trades.csv", "equity.parquet", "strategy.pine",
                  "data_quality.json", "log.jsonl", "manifest.json"]:
@@ -44,6 +44,10 @@ def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
     assert (trades["commission"] > 0).all()
     log_lines = [json.loads(ln) for ln in (run_dir / "log.jsonl").read_text().splitlines()]
     assert any(rec.get("event") == "backtest done" for rec in log_lines)
+    # the preset learns the charts (walk-forward chartnet), searches the strategy, stores patterns
+    assert metrics["model"]["model"] == "chartnet" and metrics["model"]["oos_rows"] > 0
+    assert (run_dir / "predictions.parquet").is_file() and (run_dir / "patterns.lancedb").is_dir()
+    assert (run_dir / "optimize" / "trials.csv").is_file()
     resolved = (run_dir / "config.yaml").read_text()
     assert "experiment: eurusd_14d" in resolved
 
