@@ -28,12 +28,4 @@ BUILTIN_MODULES = [
 
 def register(registry) -> None:
     for name in BUILTIN_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            # Only a subsystem that is not in this checkout is skipped; a missing
-            # dependency inside one that exists is an error.
-            if exc.name == name:
-                continue
-            raise
-        module.register(registry)
+        importlib.import_module(name).register(registry)
