@@ -18,6 +18,12 @@ def _reference_dir() -> Path | None:
     return default if default.is_dir() else None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_cache(tmp_path_factory) -> None:
+    """Runs in tests (and their subprocesses) use a throwaway user cache, never the real one."""
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+
+
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:
     ref = _reference_dir()

@@ -96,3 +96,15 @@ def test_unknown_plugin_name_lists_known_plugins(tmp_path):
     proc = aio("data.name=dukascopi", f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode == 2
     assert "unknown data plugin 'dukascopi'" in proc.stderr and "Did you mean 'dukascopy'?" in proc.stderr
+
+
+@pytest.mark.slow
+def test_task_dataset_is_reused_by_a_rerun(tmp_path):
+    args = ("task=dataset", "+experiment=eurusd_14d", "data=synthetic", "data.end=2024-03-07")
+    aio(*args, f"hydra.run.dir={tmp_path / 'a'}")
+    aio(*args, f"hydra.run.dir={tmp_path / 'b'}")
+    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["dataset"]
+    second = json.loads((tmp_path / "b" / "metrics.json").read_text())["dataset"]
+    assert first["reused"] is False and second["reused"] is True
+    assert first["hash"] == second["hash"] and first["rows"] == second["rows"] > 0
+    assert not (tmp_path / "b" / "trades.csv").exists()  # task=dataset stops after the dataset

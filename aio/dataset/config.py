@@ -60,7 +60,10 @@ class SplitConfig:
 @dataclass
 class StoreConfig:
     format: str = param("lance", choices=["lance", "parquet"], help="Lance (random access) or Parquet")
-    path: Optional[str] = param(None, help="store root; null: <run dir>/dataset. Datasets live in <root>/<hash>/")
+    path: Optional[str] = param(None, help="store root; null: decided by location. Datasets live in <root>/<hash>/")
+    location: str = param("cache", choices=["cache", "run"],
+                          help="with path null: cache = <user cache>/aio/datasets, shared by runs (a re-run "
+                               "reuses it); run = <run dir>/dataset")
     reuse: bool = param(True, help="reuse a stored dataset with the same input+config hash")
     rows_per_write: int = param(8192, ge=64, help="rows rendered and written per step (bounds memory)")
 

@@ -49,7 +49,13 @@ def stage_dataset(run: Any) -> None:
     ds_cfg = dataset_config(section(run.cfg, "dataset"))
     rsec = section(run.cfg, "renderer") or {"name": "candles"}
     renderer = make_renderer(rsec.get("name", "candles"), rsec)
-    info = build_dataset(run.bars, run.features, ds_cfg, renderer, run.run_dir)
+    cache_dir = None
+    if ds_cfg.store.location == "cache":
+        import platformdirs
+
+        # content-addressed (<hash>/), so runs with the same inputs and config share one
+        cache_dir = Path(platformdirs.user_cache_dir("aio")) / "datasets"
+    info = build_dataset(run.bars, run.features, ds_cfg, renderer, run.run_dir, cache_dir)
     run.dataset = info
     run.artifacts["dataset"] = str(info.path)
     run.metrics["dataset"] = {"path": str(info.path), "rows": info.rows, "hash": info.hash[:16], "reused": info.reused,
