@@ -61,3 +61,34 @@ def test_percent_stop_changes_results_and_param_names_are_checked(tv_bars):  # n
 
     with pytest.raises(ConfigError, match="exit.stop_atr='nope' is not a strategy parameter"):
         _spec(stop_atr="nope")
+
+
+def test_price_level_exits_follow_the_level_known_at_the_previous_close(tv_bars, tmp_path):  # noqa: F811
+    spec = _spec(stop_long="lowest(low, 10)", stop_short="highest(high, 10)")
+    arrays = {c: tv_bars.col(c) for c in ("open", "high", "low", "close", "volume")}
+    trades = run_backtest(tv_bars, signals(spec, arrays), BacktestConfig(**TV_SETTINGS)).trades.to_dicts()
+    low_lvl = talib.MIN(arrays["low"], 10)
+    high_lvl = talib.MAX(arrays["high"], 10)
+    o = arrays["open"]
+    exits = [t for t in trades if t["exit_signal"] == "Exit"]
+    assert len(exits) > 20
+    for t in exits:
+        x = t["exit_bar"]
+        level = low_lvl[x - 1] if t["side"] == "long" else high_lvl[x - 1]
+        assert abs(t["exit_price"] - level) < 1e-5 + 1e-12 or abs(t["exit_price"] - o[x]) < 1e-12, t
+    from aio.pine import export_strategy
+    from aio.pine.check import check_files
+
+    text = export_strategy(spec)
+    assert 'strategy.exit("Exit_Long", "Long", stop=ta.lowest(low, 10), comment="Exit")' in text
+    assert 'strategy.exit("Exit_Short", "Short", stop=ta.highest(high, 10), comment="Exit")' in text
+    path = tmp_path / "exits.pine"
+    path.write_text(text)
+    assert check_files([path])[0].ok
+
+
+def test_price_levels_and_distances_do_not_mix():
+    from aio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="either price levels"):
+        _spec(stop_long="low", take_atr=2.0)

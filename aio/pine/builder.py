@@ -261,11 +261,26 @@ def _exit_lines(spec: StrategySpec, params: Mapping[str, Any]) -> list[str]:
             return ident(v)
         return None if v in (None, 0) else number(float(v))
 
+    entries = [r for r in spec.rules if r.action == "entry"]
+    if any(getattr(ex, k) is not None for k in ex.PRICE_KEYS):
+        # levels re-evaluated every bar, like the backtest's per-bar bracket arrays
+        lines = []
+        pr = _Printer(spec, "exit")
+        for r in entries:
+            side = r.direction
+            args = []
+            for kind, pine_arg in (("stop", "stop"), ("take", "limit")):
+                key = f"{kind}_{side}"
+                if getattr(ex, key) is not None:
+                    args.append(f"{pine_arg}={pr.expr(spec.ast(f'exit:{key}'))}")
+            if args:
+                lines.append(f"strategy.exit({string(ex.id + '_' + r.id)}, {string(r.id)}, {', '.join(args)}, "
+                             f"comment={string(ex.id)})")
+        return lines
     stop_atr, take_atr, stop_pct, take_pct = (val(ex.stop_atr), val(ex.take_atr), val(ex.stop_pct), val(ex.take_pct))
     if not any((stop_atr, take_atr, stop_pct, take_pct)):
         return []
     lines = []
-    entries = [r for r in spec.rules if r.action == "entry"]
     if stop_atr or take_atr:
         atr_len = ident(ex.atr_length) if isinstance(ex.atr_length, str) else number(int(ex.atr_length))
         lines.append(f"exit_atr = ta.atr({atr_len})")

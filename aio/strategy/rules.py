@@ -140,6 +140,14 @@ def signals(
 
 def _brackets(spec: StrategySpec, env: Mapping[str, Any], params: Mapping[str, Any], n: int) -> Brackets | None:
     ex = spec.exit
+    levels = {}
+    for k in ex.PRICE_KEYS:
+        if getattr(ex, k) is not None:
+            v = evaluate(spec.ast(f"exit:{k}"), env, n)
+            levels[k] = np.ascontiguousarray(v if isinstance(v, np.ndarray) else np.full(n, float(v)), dtype=np.float64)
+    if levels:
+        return Brackets(stop_long=levels.get("stop_long"), limit_long=levels.get("take_long"),
+                        stop_short=levels.get("stop_short"), limit_short=levels.get("take_short"), id=ex.id)
     allp = {**spec.params, **params}
     vals = {k: _resolve(getattr(ex, k), allp) for k in ("stop_atr", "take_atr", "stop_pct", "take_pct", "atr_length")}
     if all(vals[k] in (None, 0) for k in ("stop_atr", "take_atr", "stop_pct", "take_pct")):

@@ -93,7 +93,15 @@ class ExitSpec:
     stop_pct: Any = None
     take_pct: Any = None
     atr_length: Any = 14
+    # Price levels as expressions, re-evaluated at every close and applied from the next
+    # bar while a position of that side is open (Pine: strategy.exit(stop=, limit=) each bar).
+    stop_long: str | None = None
+    take_long: str | None = None
+    stop_short: str | None = None
+    take_short: str | None = None
     id: str = "Exit"
+
+    PRICE_KEYS = ("stop_long", "take_long", "stop_short", "take_short")
 
 
 @dataclass
@@ -289,6 +297,19 @@ class StrategySpec:
             v = getattr(self.exit, k)
             if isinstance(v, str) and v not in self.params:
                 raise ConfigError(f"config key {path}.exit.{k}={v!r} is not a strategy parameter")
+        has_dist = any(getattr(self.exit, k) not in (None, 0) for k in ("stop_atr", "take_atr", "stop_pct", "take_pct"))
+        for k in ExitSpec.PRICE_KEYS:
+            src = getattr(self.exit, k)
+            if src is None:
+                continue
+            if has_dist:
+                raise ConfigError(
+                    f"config key {path}.exit.{k}: use either price levels (stop_long...) or distances "
+                    f"(stop_atr/stop_pct...), not both"
+                )
+            for u in names(parse_at(src, f"exit:{k}", f"{path}.exit.{k}")):
+                if u not in known and u.split(".")[0] != MODEL_PREFIX:
+                    raise ConfigError(f"config key {path}.exit.{k}: unknown name {u!r}")
         self._asts = asts
         return self
 
