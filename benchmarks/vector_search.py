@@ -43,6 +43,7 @@ import pyarrow as pa
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aio.store import LanceDBStoreConfig, PatternLibrary  # noqa: E402
+from aio.store.library import _sub_vectors  # noqa: E402
 from aio.store.records import PATTERN_FIELDS, VECTOR  # noqa: E402
 
 STEP_NS = 60_000_000_000  # one pattern per minute bar: ts_init = row * STEP_NS
@@ -233,7 +234,7 @@ def main() -> None:
             "index": {
                 "type": cfg.index.type,
                 "num_partitions": cfg.index.num_partitions or max(1, round(args.n / cfg.index.target_partition_size)),
-                "num_sub_vectors": cfg.index.num_sub_vectors,
+                "num_sub_vectors": _sub_vectors(args.dim, cfg.index.num_sub_vectors),
                 "nprobes": cfg.search.nprobes,
                 "refine_factor": cfg.search.refine_factor,
                 "ef": cfg.search.ef,

@@ -207,15 +207,16 @@ def test_bad_vectors_are_refused(lib: PatternLibrary, data: pa.Table):
 
 
 @pytest.mark.parametrize("metric", ["cosine", "l2", "dot"])
-@pytest.mark.parametrize("memory_rows", [10_000, 0])  # numpy snapshot / LanceDB flat scan
-def test_exact_search_matches_numpy(tmp_path: Path, data: pa.Table, metric: str, memory_rows: int):
-    lib = PatternLibrary(tmp_path / "lib", LanceDBStoreConfig(metric=metric, memory_rows=memory_rows))
+@pytest.mark.parametrize("memory_mb", [64, 0])  # numpy snapshot / LanceDB flat scan
+def test_exact_search_matches_numpy(tmp_path: Path, data: pa.Table, metric: str, memory_mb: int):
+    lib = PatternLibrary(tmp_path / "lib", LanceDBStoreConfig(metric=metric, memory_mb=memory_mb))
     lib.add_patterns(data)
     x = vectors(data).astype(np.float64)
     q = np.random.default_rng(5).normal(size=16)
     want = {"cosine": 1 - x @ q / (np.linalg.norm(x, axis=1) * np.linalg.norm(q)),
             "l2": ((x - q) ** 2).sum(1), "dot": 1 - x @ q}[metric]
     res = lib.search(q, k=7)
+    assert (lib._snap is not None) == (memory_mb > 0)  # which engine answered
     idx = rows_of(res)
     assert idx == np.argsort(want, kind="stable")[:7].tolist()
     np.testing.assert_allclose(res.neighbors["_distance"].to_numpy(), want[idx], rtol=1e-5, atol=1e-5)
@@ -236,7 +237,7 @@ def test_filters_restrict_neighbours_like_a_numpy_mask(lib: PatternLibrary, data
     flat = lib.search(q, 10, {"symbol": ["EURUSD", "USDJPY"], "timeframe": "1h", "regime": "range",
                               "ts_from": 100 * HOUR, "ts_to": 500 * HOUR}, exact=True)
     assert rows_of(memory) == want
-    lib.cfg.memory_rows = 0  # force the LanceDB scan with a SQL where clause
+    lib.cfg.memory_mb = 0  # force the LanceDB scan with a SQL where clause
     lib._invalidate()
     assert rows_of(lib.search(q, 10, flt)) == want == rows_of(flat)
     assert lib.count_patterns(flt) == int(mask.sum())
@@ -244,9 +245,9 @@ def test_filters_restrict_neighbours_like_a_numpy_mask(lib: PatternLibrary, data
         lib.search(q, 10, {"symbols": "EURUSD"})
 
 
-@pytest.mark.parametrize("memory_rows", [10_000, 0])
-def test_ts_before_uses_only_labels_closed_before_the_query_bar(tmp_path: Path, data: pa.Table, memory_rows):
-    lib = PatternLibrary(tmp_path / "lib", LanceDBStoreConfig(memory_rows=memory_rows))
+@pytest.mark.parametrize("memory_mb", [64, 0])
+def test_ts_before_uses_only_labels_closed_before_the_query_bar(tmp_path: Path, data: pa.Table, memory_mb):
+    lib = PatternLibrary(tmp_path / "lib", LanceDBStoreConfig(memory_mb=memory_mb))
     lib.add_patterns(data)
     x = vectors(data)
     q_row = 300  # query bar: ts_init = 300 h; its own pattern is labelled until 305 h
@@ -308,7 +309,7 @@ def test_ann_index_lifecycle_recall_and_filters(tmp_path: Path):
     table = make_table(4500, dim=16, seed=1)
     lib.add_patterns(table.slice(0, 2000))
     st = lib.ensure_index()
-    assert st.action == "none" and "brute force" in st.reason
+    assert st.action == "none" and "exact search, no index yet" in st.reason
     lib.add_patterns(table.slice(2000, 1500))
     st = lib.ensure_index()
     assert (st.action, st.index_type, st.indexed_rows) == ("built", "IVF_PQ", 3500)
@@ -349,6 +350,15 @@ def test_ann_index_lifecycle_recall_and_filters(tmp_path: Path):
     assert plain._rows is None
     names = {i.name for i in lib.table("patterns").list_indices()}
     assert {"label_end_ts_idx", "symbol_idx", "regime_idx"} <= names  # filter columns indexed
+
+
+def test_index_is_built_early_when_vectors_outgrow_memory(tmp_path: Path):
+    lib = PatternLibrary(tmp_path / "lib", LanceDBStoreConfig(memory_mb=1))  # 1 MB = 2048 x 128-d
+    lib.add_patterns(make_table(2000, dim=128))
+    assert lib.ensure_index().action == "none"
+    lib.add_patterns(make_table(2100, dim=128))
+    st = lib.ensure_index()
+    assert (st.action, st.indexed_rows) == ("built", 2100)
 
 
 # -- strategies and performance -----------------------------------------------------------------

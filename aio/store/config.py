@@ -62,9 +62,11 @@ class LanceDBStoreConfig:
         "cache", choices=["cache", "run"], help="where a null path points: the per-user cache or the run folder"
     )
     metric: str = param("cosine", choices=METRICS, help="distance between embeddings")
-    ann_threshold: int = param(100_000, ge=0, help="rows from which an ANN index is built; brute force below")
-    memory_rows: int = param(
-        200_000, ge=0, help="tables without an index up to this size are searched exactly in memory (numpy)"
+    ann_threshold: int = param(
+        200_000, ge=0, help="rows from which an ANN index is built (or earlier, when vectors outgrow memory_mb)"
+    )
+    memory_mb: int = param(
+        256, ge=0, help="tables without an index whose vectors fit in this many MB are searched exactly in numpy"
     )
     write_batch_rows: int = param(50_000, ge=1, help="rows per write transaction")
     on_conflict: str = param(
@@ -72,6 +74,11 @@ class LanceDBStoreConfig:
     )
     index: IndexParams = field(default_factory=IndexParams)
     search: SearchParams = field(default_factory=SearchParams)
+
+
+def memory_rows(cfg: LanceDBStoreConfig, dim: int) -> int:
+    """Rows whose float32 vectors fit in ``cfg.memory_mb``."""
+    return cfg.memory_mb * 1024 * 1024 // max(4 * dim, 1)
 
 
 def default_cache_path() -> Path:

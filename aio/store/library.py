@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 import structlog
 
 from aio.errors import AioError, DataError
-from aio.store.config import LanceDBStoreConfig, resolve_path
+from aio.store.config import LanceDBStoreConfig, memory_rows, resolve_path
 from aio.store.exact import Snapshot
 from aio.store.rowcache import RowCache
 from aio.store.filters import PatternFilter, where_clause
@@ -235,7 +235,7 @@ class PatternLibrary:
         indexed, rows = self._state
         if indexed and not exact:
             return "ann"
-        return "memory" if rows <= self.cfg.memory_rows else "flat"
+        return "memory" if rows <= memory_rows(self.cfg, self.dim or 1) else "flat"
 
     def _snapshot_of(self, tbl: Any) -> Snapshot:
         if self._snap is None:
@@ -306,7 +306,7 @@ class PatternLibrary:
     ) -> list[SearchResult]:
         """:meth:`search` for each row of ``embeddings``, ``ts_before[i]`` per query.
 
-        Without an ANN index and up to ``memory_rows`` rows, all queries are answered
+        Without an ANN index and with vectors that fit ``memory_mb``, all queries are answered
         exactly from an in-memory snapshot, one matrix product per block of queries.
         """
         q = np.atleast_2d(np.asarray(embeddings, dtype=np.float32))
@@ -389,7 +389,7 @@ class PatternLibrary:
     def ensure_index(self, *, force: bool = False) -> IndexStatus:
         """Build the ANN index once the table holds ``ann_threshold`` rows; retrain it as it grows.
 
-        Below the threshold searches are exact. Rows added after the index was trained
+        Below the threshold searches are exact (in numpy). Rows added after the index was trained
         are searched exactly next to it (LanceDB scans unindexed fragments) until they
         exceed ``index.reindex_fraction`` of the indexed rows; then the table is compacted
         and the index retrained. LanceDB's incremental ``optimize`` is not used for the
@@ -401,8 +401,10 @@ class PatternLibrary:
             return IndexStatus("none", 0, 0, None, 0.0, "no patterns")
         n = tbl.count_rows()
         idx = self._vector_index(tbl)
-        if idx is None and n < self.cfg.ann_threshold and not force:
-            return IndexStatus("none", n, 0, None, 0.0, f"{n} rows < ann_threshold {self.cfg.ann_threshold}: brute force")
+        # Build at ann_threshold rows, or earlier once the vectors outgrow the memory engine.
+        threshold = min(self.cfg.ann_threshold, max(memory_rows(self.cfg, self.dim or 1), 1))
+        if idx is None and n < threshold and not force:
+            return IndexStatus("none", n, 0, None, 0.0, f"{n} rows < {threshold}: exact search, no index yet")
         if idx is not None and not force:
             st = tbl.index_stats(idx.name)
             indexed, fresh = int(st.num_indexed_rows), int(st.num_unindexed_rows)
