@@ -40,3 +40,14 @@ def tv_dir(reference_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def dukascopy_dir(reference_dir: Path) -> Path:
     return reference_dir / "dukascopy"
+
+
+@pytest.fixture(scope="session")
+def tv_bars(tv_dir):
+    """TradingView's EURUSD 1h reference bars through the file source (times are bar opens, US/Eastern)."""
+    from aio.bars import bars_from_market
+    from aio.config import build
+    from aio.data.file import FileDataConfig, FileSource
+
+    cfg = build(FileDataConfig, {"path": str(tv_dir / "ohlcv.csv"), "symbol": "EURUSD", "timezone": "US/Eastern"}, "data")
+    return bars_from_market(FileSource(cfg).load())

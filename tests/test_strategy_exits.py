@@ -9,7 +9,7 @@ import talib
 
 from aio.backtest import BacktestConfig, run_backtest
 from aio.strategy import load_builtin, load_spec, signals
-from tests.test_strategy_tv_parity import TV_SETTINGS, tv_bars  # noqa: F401  (fixture)
+from tests.test_strategy_tv_parity import TV_SETTINGS
 
 
 def _spec(**exit_):
@@ -25,7 +25,7 @@ def _spec(**exit_):
     return load_spec(section)
 
 
-def test_atr_brackets_exit_at_entry_relative_levels(tv_bars):  # noqa: F811
+def test_atr_brackets_exit_at_entry_relative_levels(tv_bars):
     spec = _spec(stop_atr="k_stop", take_atr=3.0, atr_length=14)
     arrays = {c: tv_bars.col(c) for c in ("open", "high", "low", "close", "volume")}
     res = run_backtest(tv_bars, signals(spec, arrays), BacktestConfig(**TV_SETTINGS))
@@ -52,7 +52,7 @@ def test_atr_brackets_exit_at_entry_relative_levels(tv_bars):  # noqa: F811
     assert all(b["entry_bar"] >= a["exit_bar"] for a, b in zip(trades, trades[1:]))
 
 
-def test_percent_stop_changes_results_and_param_names_are_checked(tv_bars):  # noqa: F811
+def test_percent_stop_changes_results_and_param_names_are_checked(tv_bars):
     arrays = {c: tv_bars.col(c) for c in ("open", "high", "low", "close", "volume")}
     plain = run_backtest(tv_bars, signals(_spec(), arrays), BacktestConfig(**TV_SETTINGS)).trades
     pct = run_backtest(tv_bars, signals(_spec(stop_pct=0.2), arrays), BacktestConfig(**TV_SETTINGS)).trades
@@ -63,7 +63,7 @@ def test_percent_stop_changes_results_and_param_names_are_checked(tv_bars):  # n
         _spec(stop_atr="nope")
 
 
-def test_price_level_exits_follow_the_level_known_at_the_previous_close(tv_bars, tmp_path):  # noqa: F811
+def test_price_level_exits_follow_the_level_known_at_the_previous_close(tv_bars, tmp_path):
     spec = _spec(stop_long="lowest(low, 10)", stop_short="highest(high, 10)")
     arrays = {c: tv_bars.col(c) for c in ("open", "high", "low", "close", "volume")}
     trades = run_backtest(tv_bars, signals(spec, arrays), BacktestConfig(**TV_SETTINGS)).trades.to_dicts()

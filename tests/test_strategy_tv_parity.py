@@ -16,18 +16,6 @@ TV_SETTINGS = dict(initial_capital=1_000_000.0, qty_type="fixed", qty=1.0, commi
                    slippage_ticks=0, use_spread=False, pyramiding=0)
 
 
-@pytest.fixture(scope="module")
-def tv_bars(tv_dir):
-    from aio.config import build
-    from aio.data.file import FileDataConfig, FileSource
-
-    cfg = build(FileDataConfig, {"path": str(tv_dir / "ohlcv.csv"), "symbol": "EURUSD", "timezone": "US/Eastern"}, "data")
-    md = FileSource(cfg).load()
-    from aio.bars import bars_from_market
-
-    return bars_from_market(md)
-
-
 def tv_trades(path) -> list[dict]:
     df = pl.read_csv(path)
     rows = df.to_dicts()
