@@ -40,7 +40,8 @@ def test_unknown_kind_is_an_error():
 def test_folder_plugins_register_with_their_config_node(tmp_path):
     (tmp_path / "my_sizer.py").write_text(textwrap.dedent(
         """
-        
+        from dataclasses import dataclass
+
         @dataclass
         class HalfConfig:
             fraction: float = 0.5
