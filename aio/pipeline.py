@@ -275,6 +275,38 @@ def hardware() -> dict[str, Any]:
     return info
 
 
+# (plugin kind, config section) validated before any work starts, when the section is there
+PLUGIN_SECTIONS = [("data", "data"), ("bars", "bars"), ("indicator_set", "indicators"), ("model", "model"),
+                   ("renderer", "renderer"), ("store", "store")]
+
+
+def validate(cfg: DictConfig, task: str) -> None:
+    """Every section the run will use, built into its typed config up front.
+
+    A typo in the strategy or the optimiser must not surface after minutes of
+    downloading and training: each error names the key, the value and what is allowed.
+    """
+    from aio.config import build
+
+    for kind, key in PLUGIN_SECTIONS:
+        if section(cfg, key):
+            plugin_config(kind, cfg, key)
+    if task in ("run", "optimize"):
+        from aio.sizing.chain import parse_chain
+        from aio.strategy import load_spec
+
+        load_spec(section(cfg, "strategy"))
+        from aio.backtest import BacktestConfig
+
+        build(BacktestConfig, section(cfg, "backtest"), "backtest")
+        parse_chain(section(cfg, "sizer") or None)
+        opt = section(cfg, "optimize")
+        if opt and opt.get("name") not in (None, "none"):
+            from aio.optimize.config import OptimizeConfig
+
+            build(OptimizeConfig, opt, "optimize")
+
+
 def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
     from aio.logs import setup_logging
     from aio.registry import registry
@@ -288,6 +320,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
     stages = TASK_STAGES.get(rs.task)
     if stages is None:
         raise ConfigError(f"config key task={rs.task!r} is not available yet; choose one of: {', '.join(TASK_STAGES)}")
+    validate(cfg, rs.task)
     r = Run(cfg=cfg, run_dir=run_dir, task=rs.task, seed=rs.seed)
     np.random.seed(rs.seed)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
