@@ -216,7 +216,8 @@ def resample_bars(bars: pl.DataFrame, timeframe: str | int, *, anchor: str = "ut
 class TimeBarsConfig:
     """Time bars: ticks (or finer bars) aggregated on a fixed time grid."""
 
-    # Hydra merges conf/<group>/time.yaml onto this node, so it carries the plugin name too.
+    # The section names its plugin (conf/<group>/time.yaml says name: time); a plugin-shipped
+    # node without a YAML is offered to Hydra as is, so the name belongs to the schema.
     name: str = param("time", choices=["time"], help="the plugin")
 
     timeframe: str = param(

@@ -62,7 +62,8 @@ _OFFSET = r"(?:[zZ]|[+-]\d{2}:?\d{2})$"
 class FileDataConfig:
     """Bars or ticks from a CSV or Parquet file, with column mapping and time zones."""
 
-    # Hydra merges conf/<group>/file.yaml onto this node, so it carries the plugin name too.
+    # The section names its plugin (conf/<group>/file.yaml says name: file); a plugin-shipped
+    # node without a YAML is offered to Hydra as is, so the name belongs to the schema.
     name: str = param("file", choices=["file"], help="the plugin")
 
     path: Optional[str] = param(None, help="CSV or Parquet file of bars or ticks")

@@ -45,7 +45,8 @@ NS_PER_MS = 1_000_000
 class SyntheticDataConfig:
     """Seeded synthetic FX ticks with sessions, weekend gaps and clustered volatility."""
 
-    # Hydra merges conf/<group>/synthetic.yaml onto this node, so it carries the plugin name too.
+    # The section names its plugin (conf/<group>/synthetic.yaml says name: synthetic); a plugin-shipped
+    # node without a YAML is offered to Hydra as is, so the name belongs to the schema.
     name: str = param("synthetic", choices=["synthetic"], help="the plugin")
 
     symbol: str = param("EURUSD", help="label and pip size (JPY quotes: pip 0.01)")

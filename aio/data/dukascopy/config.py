@@ -21,7 +21,7 @@ EARLIEST = datetime(2003, 5, 1, tzinfo=timezone.utc)
 class DukascopyConfig:
     """Dukascopy tick data: download hourly bi5 files, cache them, decode to a Parquet catalog."""
 
-    # the plugin's own name, so the YAML and this schema merge when Hydra matches them up
+    # The section names its plugin (conf/data/dukascopy.yaml says name: dukascopy).
     name: str = param("dukascopy", choices=["dukascopy"], help="plugin name (data=dukascopy)")
     symbol: str = param("EURUSD", help="instrument in datafeed spelling (EURUSD, USDJPY, XAUUSD, BTCUSD...)")
     start: str = param("2024-03-04", help="first UTC date or datetime, inclusive")
