@@ -7,7 +7,6 @@ import json
 import socket
 
 import numpy as np
-import optuna
 import polars as pl
 import pytest
 from optuna.trial import TrialState

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from aio.backtest.signals import Brackets, OrderSlot, Signals
+from aio.backtest.signals import Brackets, Signals
 
 
 def _cut(a: np.ndarray | None, start: int, end: int) -> np.ndarray | None:

@@ -150,8 +150,6 @@ def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec
 
 def _worker_main(ctx: Context, window: Window, study_name: str, spec: StorageSpec, target: int,
                  seed: int | None, index: int, deadline: float | None) -> None:
-    from aio.logs import setup_logging  # noqa: F401  (workers log like the parent)
-
     worker_loop(ctx, window, study_name, spec, target, seed, index, deadline)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-import numpy as np
 import structlog
 import torch
 from torch.utils.data import DataLoader, Dataset
