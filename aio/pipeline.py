@@ -171,6 +171,12 @@ def stage_export(run: Run) -> None:
     run.metrics["pine_export"] = {"exported": True}
 
 
+def stage_report(run: Run) -> None:
+    from aio.report.run_report import write_run_report
+
+    write_run_report(run, run.artifact("report.html"))
+
+
 # Model stages (aio/models/stages.py); they do nothing with model=none.
 def stage_dataset(run: Run) -> None:
     from aio.models.stages import stage_dataset as impl
@@ -222,14 +228,15 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "optimize": stage_optimize,
     "backtest": stage_backtest,
     "export": stage_export,
+    "report": stage_report,
 }
 
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
     "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "backtest",
-            "export"],
+            "export", "report"],
     "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
-                 "backtest", "export"],
+                 "backtest", "export", "report"],
     "dataset": ["ingest", "bars", "indicators", "dataset"],
     "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
     "similar": ["similar"],

@@ -29,12 +29,15 @@ def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
     proc = aio("+experiment=eurusd_14d", "data=synthetic", "store.location=run", f"hydra.run.dir={run_dir}")
     assert proc.stdout.strip().splitlines()[-1] == f"run_dir: {run_dir.resolve()}"
     for name in ["config.yaml", "metrics.json", "trades.csv", "equity.parquet", "strategy.pine",
-                 "data_quality.json", "log.jsonl", "manifest.json"]:
+                 "data_quality.json", "log.jsonl", "manifest.json", "report.html"]:
         assert (run_dir / name).is_file(), name
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["synthetic"] is True and "SYNTHETIC" in metrics["synthetic_note"]
     assert json.loads((run_dir / "data_quality.json").read_text())["synthetic"]
     assert "SYNTHETIC" in (run_dir / "strategy.pine").read_text()
+    report = (run_dir / "report.html").read_text()
+    assert "SYNTHETIC DATA" in report and "model, out of sample, next to its baselines" in report
+    assert f"{metrics['backtest']['trade_count']:,.0f}" in report or str(metrics["backtest"]["trade_count"]) in report
     assert json.loads((run_dir / "manifest.json").read_text())["synthetic"] is True
     trades = pl.read_csv(run_dir / "trades.csv")
     assert trades.columns[:10] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
@@ -61,6 +64,8 @@ def test_file_data_with_tradingview_strategy(tmp_path, tv_dir):
     tv = pl.read_csv(tv_dir / "rsi_trades.csv")
     assert trades.height == tv.height // 2
     assert trades["entry_time"][0].startswith("2022-01-04T00:00:00")  # 19:00 -05:00 in UTC
+    report = (run_dir / "report.html").read_text()
+    assert "RSI Strategy on EURUSD 1h" in report and "SYNTHETIC" not in report
 
 
 @pytest.mark.slow
