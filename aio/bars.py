@@ -128,29 +128,39 @@ def ticks_to_bars(
     n_before = ticks.height
     ticks = ticks.filter(valid)
     dropped = n_before - ticks.height
+    ts = ticks.get_column("ts_event").to_numpy()
     if anchor == "utc":
-        bucket = (pl.col("ts_event") // tf) * tf
+        opens = (ts // tf) * tf
     else:
-        bucket = pl.Series("_open", bar_open(ticks.get_column("ts_event").to_numpy(), tf, anchor))
-    spread = (pl.col("ask") - pl.col("bid")).mean() if spread_known else pl.lit(float("nan"))
-    bars = (
-        ticks.lazy()
-        .with_columns(bucket.alias("_open"), price.alias("_p"), _volume(side).alias("_v"))
-        .group_by("_open", maintain_order=True)
-        .agg(
-            pl.col("_p").first().alias("open"),
-            pl.col("_p").max().alias("high"),
-            pl.col("_p").min().alias("low"),
-            pl.col("_p").last().alias("close"),
-            pl.col("_v").sum().alias("volume"),
-            pl.len().alias("ticks"),
-            spread.alias("spread_mean"),
-        )
-        .sort("_open")
-        .with_columns(pl.col("_open").alias("ts_event"), (pl.col("_open") + tf).alias("ts_init"))
-        .select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
-        .collect()
-    )
+        opens = bar_open(ts, tf, anchor)
+    p = ticks.select(price).to_series().to_numpy().astype(np.float64, copy=False)
+    v = ticks.select(_volume(side)).to_series().to_numpy().astype(np.float64, copy=False)
+    # Ticks are sorted, so each bar is a contiguous run: numpy segment reductions add in
+    # a fixed order (a parallel group-by sum differs in the last bit from run to run,
+    # which would change content hashes of everything built on the bars).
+    if len(ts):
+        starts = np.flatnonzero(np.r_[True, opens[1:] != opens[:-1]])
+    else:
+        starts = np.zeros(0, dtype=np.int64)
+    ends = np.r_[starts[1:], len(ts)].astype(np.int64)
+    counts = ends - starts
+    if spread_known and len(ts):
+        sp = (ticks.get_column("ask").to_numpy() - ticks.get_column("bid").to_numpy()).astype(np.float64)
+        spread_mean = np.add.reduceat(sp, starts) / counts
+    else:
+        spread_mean = np.full(len(starts), np.nan)
+    bar_open_ns = opens[starts] if len(ts) else np.zeros(0, dtype=np.int64)
+    bars = pl.DataFrame({
+        "ts_event": bar_open_ns,
+        "ts_init": bar_open_ns + tf,
+        "open": p[starts] if len(ts) else np.zeros(0),
+        "high": np.maximum.reduceat(p, starts) if len(ts) else np.zeros(0),
+        "low": np.minimum.reduceat(p, starts) if len(ts) else np.zeros(0),
+        "close": p[ends - 1] if len(ts) else np.zeros(0),
+        "volume": np.add.reduceat(v, starts) if len(ts) else np.zeros(0),
+        "ticks": counts,
+        "spread_mean": spread_mean,
+    }).select([pl.col(c).cast(t) for c, t in BAR_SCHEMA.items()])
     return bars, dropped
 
 

@@ -226,3 +226,21 @@ def test_time_plugin_builds_from_registry_and_refuses_finer_than_source(syntheti
     with pytest.raises(ConfigError, match="whole multiple of 1h"):
         bars_from_market(hourly, "15m")
     assert timedelta(hours=1) == timedelta(microseconds=bars_from_market(hourly).meta["timeframe_ns"] / 1000)
+
+
+def test_bars_are_bit_reproducible_and_sum_in_tick_order(synthetic_ticks):
+    """Content hashes downstream (the dataset cache) need the same bytes on every build."""
+    a, _ = ticks_to_bars(synthetic_ticks.frame, "5m", "mid")
+    b, _ = ticks_to_bars(synthetic_ticks.frame.clone(), "5m", "mid")
+    assert a.equals(b)
+    np.testing.assert_array_equal(a["volume"].to_numpy(), b["volume"].to_numpy())
+    # the first bars' volumes are the exact sums of their own ticks' volumes
+    import math
+
+    ts = synthetic_ticks.frame["ts_event"].to_numpy()
+    vol = (synthetic_ticks.frame["bid_volume"] + synthetic_ticks.frame["ask_volume"]).to_numpy()
+    tf = 5 * 60 * 10**9
+    for row in a.head(5).iter_rows(named=True):
+        mask = (ts >= row["ts_event"]) & (ts < row["ts_init"])
+        assert row["ticks"] == mask.sum() and row["ts_init"] - row["ts_event"] == tf
+        assert math.isclose(row["volume"], math.fsum(vol[mask]), rel_tol=1e-14)
