@@ -298,6 +298,13 @@ def validate(cfg: DictConfig, task: str) -> None:
     for kind, key in PLUGIN_SECTIONS:
         if section(cfg, key):
             plugin_config(kind, cfg, key)
+    model = section(cfg, "model")
+    if model and model.get("name") not in (None, "none") and task in ("run", "optimize", "train"):
+        from aio.hardware import choose, detect
+        from aio.train.config import trainer_config
+
+        tc = trainer_config(section(cfg, "trainer"))
+        choose(detect(), accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision)  # GPU asked, none here
     if task in ("run", "optimize"):
         from aio.sizing.chain import parse_chain
         from aio.strategy import load_spec
