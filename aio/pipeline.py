@@ -299,6 +299,11 @@ def validate(cfg: DictConfig, task: str) -> None:
         if section(cfg, key):
             plugin_config(kind, cfg, key)
     model = section(cfg, "model")
+    if model and task in ("run", "optimize", "train", "analyze"):
+        factory, mcfg = plugin_config("model", cfg)
+        preflight = getattr(factory(mcfg), "preflight", None)
+        if preflight is not None:  # e.g. a VLM whose weights are missing
+            preflight()
     if model and model.get("name") not in (None, "none") and task in ("run", "optimize", "train"):
         from aio.hardware import choose, detect
         from aio.train.config import trainer_config

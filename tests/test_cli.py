@@ -113,3 +113,11 @@ def test_task_dataset_is_reused_by_a_rerun(tmp_path):
     assert first["reused"] is False and second["reused"] is True
     assert first["hash"] == second["hash"] and first["rows"] == second["rows"] > 0
     assert not (tmp_path / "b" / "trades.csv").exists()  # task=dataset stops after the dataset
+
+
+def test_missing_vlm_weights_fail_before_any_work(tmp_path):
+    proc = aio("+experiment=eurusd_14d_vlm", "data=synthetic", "model=hf_vlm", f"model.name_or_path={tmp_path / 'nope'}",
+               f"hydra.run.dir={tmp_path / 'run'}", check=False)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "never falls back to another model" in proc.stderr
+    assert "data loaded" not in proc.stderr  # nothing was downloaded, built or trained first

@@ -50,6 +50,13 @@ class VLMModel:
     def __init__(self, config: VLMConfig) -> None:
         self.cfg = config
 
+    def preflight(self) -> None:
+        """Fail before any work when the weights are not here (and may not be downloaded)."""
+        if not self.cfg.download:
+            from aio.vlm.loading import resolve_checkpoint
+
+            resolve_checkpoint(self.cfg.name_or_path, self.cfg.revision, download=False)
+
     def load(self, spec: Any, training: bool = False) -> Any:
         from aio.vlm.model import ChartVLM
 
