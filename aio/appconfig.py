@@ -59,7 +59,7 @@ def register_experiments() -> list[str]:
     # Plugins may ship config nodes (e.g. indicators=my_pack): load them before composing.
     from aio.registry import registry
 
-    registry.ensure_discovered(os.environ.get("AIO_PLUGINS_DIR"))
+    registry.ensure_discovered()
     return sorted(set(names))
 
 
@@ -82,7 +82,9 @@ def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[A
     plugin = registry.get_plugin(kind, name)
     if plugin.config is None or isinstance(plugin.config, dict):
         return plugin.obj, sec
-    return plugin.obj, build(plugin.config, sec, key)
+    # a plugin may ship its node as a dataclass instance (its defaults) or as the type
+    schema = plugin.config if isinstance(plugin.config, type) else type(plugin.config)
+    return plugin.obj, build(schema, sec, key)
 
 
 def run_section(cfg: DictConfig) -> RunSection:

@@ -136,8 +136,7 @@ class Registry:
 
             builtin.register(self)
             self.loaded_sources.append("module:aio.builtin")
-        folder = Path(plugins_dir) if plugins_dir else default_plugins_dir()
-        if folder is not None and folder.is_dir():
+        for folder in plugin_folders(plugins_dir):
             self.load_folder(folder)
 
     def load_folder(self, folder: Path) -> list[str]:
@@ -193,17 +192,29 @@ def _entry_points() -> Iterable[Any]:
 
 
 def default_plugins_dir() -> Path | None:
-    """`AIO_PLUGINS_DIR`, else ./plugins of the working directory, else the repo's plugins/."""
-    import os
-
-    env = os.environ.get("AIO_PLUGINS_DIR")
-    if env:
-        return Path(env)
+    """./plugins of the working directory, else the repository's plugins/."""
     cwd = Path.cwd() / "plugins"
     if cwd.is_dir():
         return cwd
     repo = Path(__file__).resolve().parent.parent / "plugins"
     return repo if repo.is_dir() else None
+
+
+def plugin_folders(extra: str | Path | None = None) -> list[Path]:
+    """plugins/ always, then `AIO_PLUGINS_DIR` (os.pathsep-separated) and ``extra``: each adds."""
+    import os
+
+    candidates = [default_plugins_dir()]
+    env = os.environ.get("AIO_PLUGINS_DIR")
+    if env:
+        candidates += [Path(p) for p in env.split(os.pathsep) if p]
+    if extra:
+        candidates.append(Path(extra))
+    out: list[Path] = []
+    for c in candidates:
+        if c is not None and c.is_dir() and c.resolve() not in [o.resolve() for o in out]:
+            out.append(c)
+    return out
 
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"

@@ -14,8 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
-def aio(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def aio(*args: str, cwd: Path | None = None, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run([sys.executable, "-m", "aio", *args], cwd=cwd or REPO, capture_output=True,
                           text=True, env=env, timeout=600)
     if check and proc.returncode != 0:
@@ -121,3 +121,22 @@ def test_missing_vlm_weights_fail_before_any_work(tmp_path):
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "never falls back to another model" in proc.stderr
     assert "data loaded" not in proc.stderr  # nothing was downloaded, built or trained first
+
+
+def test_plugin_shipped_config_node_is_a_group_choice(tmp_path):
+    """`indicators=my_pack` with no YAML: the plugin's node is offered to Hydra, and plugins/ still loads."""
+    folder = tmp_path / "my_plugins"
+    folder.mkdir()
+    (folder / "my_pack.py").write_text(
+        "from aio.indicators import IndicatorSetConfig\n"
+        "from aio.indicators.sets import IndicatorEntry\n\n"
+        "def register(registry):\n"
+        "    cfg = IndicatorSetConfig(name='my_pack', entries=[IndicatorEntry(alias='alma_9', fn='ALMA'),\n"
+        "                                                      IndicatorEntry(alias='rsi_7', fn='RSI', params={'timeperiod': 7})])\n"
+        "    registry.add('indicator_set', 'my_pack', cfg, config=cfg)\n"
+    )
+    run_dir = tmp_path / "run"
+    proc = aio("indicators=my_pack", "data=synthetic", "data.end=2024-03-06", f"hydra.run.dir={run_dir}",
+               env={"AIO_PLUGINS_DIR": str(folder)})
+    assert "indicators computed" in proc.stderr and "columns=2" in proc.stderr
+    assert "alias: alma_9" in (run_dir / "config.yaml").read_text()
