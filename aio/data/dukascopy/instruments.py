@@ -96,13 +96,22 @@ class Instrument:
         return self.kind == "crypto"
 
 
+def _unmangle(text: str) -> str:
+    """Undo UTF-8 read as Latin-1 in the source ('zÅ‚oty' -> 'złoty'); other text as is."""
+    try:
+        fixed = text.encode("cp1252").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return text
+    return fixed
+
+
 def derive_table(meta: dict) -> dict:
     """The shipped table from dukascopy-node's instrument metadata (deterministic)."""
     rows = {}
     for key in sorted(meta):
         v = meta[key]
         # 999999.9999999999 in the source is 1e6 written through a float
-        rows[key.upper()] = [int(round(float(v["decimalFactor"]))), v["name"], v["description"]]
+        rows[key.upper()] = [int(round(float(v["decimalFactor"]))), v["name"], _unmangle(v["description"])]
     columns = ["decimal_factor", "name", "description"]
     return {"source": SOURCE, "license": LICENSE, "columns": columns, "instruments": rows}
 
