@@ -203,13 +203,18 @@ class KnnAnalogsModel:
         dist = np.full((n, cfg.k), np.inf)
         from tqdm import tqdm
 
-        for i in tqdm(rows, desc="knn queries", unit="bar", disable=len(rows) < 2000, mininterval=2.0):
-            res = lib.search(emb[i], cfg.k, flt, ts_before=int(table.ts_init[i]), columns=["label", "fwd_return", "label_end_ts"])
-            nb = res.neighbors
-            m = nb.height
-            if m:
-                labels[i, :m] = nb["label"].to_numpy()
-                rets[i, :m] = nb["fwd_return"].to_numpy()
-                dist[i, :m] = nb["_distance"].to_numpy()
+        block = 512  # queries per call: the library answers a block with one matrix product when it can
+        starts = range(0, len(rows), block)
+        for s in tqdm(starts, desc="knn queries", unit="block", disable=len(rows) < 2000, mininterval=2.0):
+            idx = rows[s:s + block]
+            results = lib.search_many(emb[idx], cfg.k, flt, ts_before=table.ts_init[idx],
+                                      columns=["label", "fwd_return", "label_end_ts"])
+            for i, res in zip(idx, results):
+                nb = res.neighbors
+                m = nb.height
+                if m:
+                    labels[i, :m] = nb["label"].to_numpy()
+                    rets[i, :m] = nb["fwd_return"].to_numpy()
+                    dist[i, :m] = nb["_distance"].to_numpy()
         log.info("knn library searched", path=str(lib.path), queries=len(rows), patterns=lib.count_patterns(flt))
         return labels, rets, dist
