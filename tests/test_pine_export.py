@@ -144,3 +144,23 @@ def test_checker_catches_what_it_should(tmp_path):
 def test_version_rule():
     rep = apply_rules({"file": "x", "ok": True, "version": 5, "calls": []})
     assert rep.problems == ["//@version=6 expected, found 5"]
+
+
+def test_a_template_plugin_restyles_the_same_translation(tmp_path):
+    """A user's template (kind pine_template) gets the typed PineDoc and writes its own layout."""
+    from aio.pine import PineDoc, default_template
+    from aio.registry import registry
+
+    def banner(doc: PineDoc) -> str:
+        text = default_template(doc)
+        head, rest = text.split("\n", 1)
+        return f"{head}\n// house style: {doc.title}\n{rest}"
+
+    registry.add("pine_template", "house_test", banner)
+    spec = load_builtin("tv_rsi")
+    plain = export_strategy(spec)
+    styled = export_strategy(spec, template="house_test")
+    assert styled.splitlines()[1] == "// house style: RSI Strategy"
+    assert [ln for ln in styled.splitlines() if not ln.startswith("// house")] == plain.splitlines()
+    with pytest.raises(Exception, match="unknown pine_template plugin 'nope'"):
+        export_strategy(spec, template="nope")
