@@ -20,7 +20,7 @@ from aio.optimize.space import search_space
 from aio.optimize.storage import WORKER_ATTR, parse_storage
 from aio.optimize.study import run_study
 from aio.optimize.walkforward import Window
-from aio.strategy import load_builtin
+from aio.strategy import load_builtin, load_spec
 
 pytest.importorskip("aio.backtest.metrics", reason="the backtest metrics module is not in this checkout")
 
@@ -226,3 +226,28 @@ def test_trial_metrics_equal_the_full_metrics():
     _, m3, _ = ctx.backtest(sig, w)
     for k in m2:
         assert m2[k] == pytest.approx(m3[k], nan_ok=True), k
+
+
+def test_the_strategys_own_constraints_bound_every_search():
+    """sma_cross declares fast < slow: no trial may test a fast average longer than the slow one."""
+    frame = synthetic_bars(1500, seed=2)
+    space = {"fast": {"low": 2, "high": 40}, "slow": {"low": 5, "high": 40}}
+    ctx = make_ctx(frame, n_trials=25, space=space)
+    assert ctx.constraints == ["fast < slow"] and ctx.cfg.constraints == []
+    res = optimize_bars(ctx, parse_storage(None), "own-constraints", seed=3)
+    trials = [t for t in res.folds[0].study.trials if t.state.name == "COMPLETE"]
+    assert trials and all(t.params["fast"] < t.params["slow"] for t in trials)
+    from aio.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="requires fast < slow but the parameters are fast=30, slow=20"):
+        load_builtin("sma_cross", fast=30, slow=20)
+    with pytest.raises(ConfigError, match="not parameters of sma_cross"):
+        load_spec({**_plain("sma_cross"), "constraints": ["fast < lenght"]})
+
+
+def _plain(name: str) -> dict:
+    import yaml
+
+    from aio.strategy import CONF_DIR
+
+    return yaml.safe_load((CONF_DIR / f"{name}.yaml").read_text())

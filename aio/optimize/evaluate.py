@@ -37,6 +37,12 @@ class Context:
     _chain: Any = field(default=None, repr=False)
     _bar_arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
+    @property
+    def constraints(self) -> list[str]:
+        """The strategy's own parameter relations (e.g. fast < slow), then optimize.constraints."""
+        own = list(getattr(self.spec, "constraints", None) or [])
+        return own + [c for c in self.cfg.constraints if c not in own]
+
     def __getstate__(self) -> dict:
         d = dict(self.__dict__)
         d["_cache"], d["_arrays"], d["_chain"], d["_bar_arrays"] = None, None, None, None  # rebuilt per process

@@ -45,8 +45,8 @@ def make_pruner(ctx: Context) -> optuna.pruners.BasePruner:
 def objective_fn(ctx: Context, window: Window) -> Callable[[optuna.Trial], Any]:
     def fn(trial: optuna.Trial) -> Any:
         params = suggest(trial, ctx.space)
-        if not feasible({**ctx.fixed, **params}, ctx.cfg.constraints):
-            raise Infeasible(f"constraints {ctx.cfg.constraints} do not hold")
+        if not feasible({**ctx.fixed, **params}, ctx.constraints):
+            raise Infeasible(f"constraints {ctx.constraints} do not hold")
         out = evaluate_window(ctx, params, window, trial)
         trial.set_user_attr("trades", out.trades)
         trial.set_user_attr("sr_bar", out.sr)
@@ -97,9 +97,9 @@ def _setup_grid(ctx: Context, study: optuna.Study, spec: StorageSpec) -> int:
         attrs = study._storage.get_study_system_attrs(study._study_id)
         if GRID_ATTR in attrs:
             return int(attrs[GRID_ATTR])
-        points = grid(ctx.space, ctx.cfg.constraints, ctx.fixed)
+        points = grid(ctx.space, ctx.constraints, ctx.fixed)
         if not points:
-            raise ConfigError("optimize=grid: no grid point satisfies optimize.constraints")
+            raise ConfigError("optimize=grid: no grid point satisfies the constraints (strategy.constraints and optimize.constraints)")
         done = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
         for p in points:
             if tuple(sorted(p.items())) not in done:

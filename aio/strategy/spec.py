@@ -121,6 +121,9 @@ class StrategySpec:
     space: dict[str, ParamSpace] = field(default_factory=dict)
     indicators: dict[str, IndicatorBinding] = field(default_factory=dict)
     rules: list[RuleSpec] = field(default_factory=list)
+    # Relations between parameters that every value set must satisfy (rule language on
+    # parameters, e.g. "fast < slow"); the optimiser searches only where they hold.
+    constraints: list[str] = field(default_factory=list)
     exit: ExitSpec = field(default_factory=ExitSpec)
     pine: PineSpec = field(default_factory=PineSpec)
     # Parsed forms, filled by validate().
@@ -140,6 +143,7 @@ class StrategySpec:
         new = copy.copy(self)
         new.params = {**self.params, **dict(values)}
         new._check_params("strategy.params")
+        new._check_constraints("strategy")
         return new
 
     def uses_model(self) -> list[str]:
@@ -192,6 +196,25 @@ class StrategySpec:
                     f"(widen strategy.space.{pname} to search further)"
                 )
 
+    def _check_constraints(self, path: str) -> None:
+        from aio.strategy.evaluate import evaluate
+
+        for i, c in enumerate(self.constraints):
+            where = f"{path}.constraints[{i}]"
+            try:
+                node = parse(str(c))
+            except RuleSyntaxError as exc:
+                raise ConfigError(f"config key {where}: {exc}") from None
+            unknown = sorted(n for n in names(node) if n not in self.params)
+            if unknown:
+                raise ConfigError(f"config key {where}={c!r} names {unknown}, which are not parameters of "
+                                  f"{self.name} ({', '.join(self.params)})")
+            scalars = {k: v for k, v in self.params.items() if not isinstance(v, str)}
+            if not bool(evaluate(node, scalars, 1)):
+                values = ", ".join(f"{k}={self.params[k]}" for k in sorted(names(node)))
+                raise ConfigError(f"strategy {self.name} requires {c} but the parameters are {values} "
+                                  f"(set them with strategy.params.NAME=VALUE)")
+
     def validate(self, path: str = "strategy", extra_series: tuple[str, ...] = ()) -> "StrategySpec":
         if not IDENT.match(self.name or ""):
             raise ConfigError(f"config key {path}.name={self.name!r} must be an identifier like my_strategy")
@@ -211,6 +234,7 @@ class StrategySpec:
                     f"(known parameters: {', '.join(sorted(self.space))})"
                 )
         self._check_params(f"{path}.params")
+        self._check_constraints(path)
         taken = set(PRICE_SERIES) | set(self.params)
         asts: dict[str, Node] = {}
 
