@@ -84,7 +84,7 @@ def series_env(
         p = {k: _resolve(v, params) for k, v in b.params.items()}
         # Keyed by the input expressions, not arrays: an expression input's own
         # parameters are part of the key through the indicators it reads.
-        dep_params = tuple(sorted((k, params[k]) for k in params if _reads_param(spec, alias, k)))
+        dep_params = tuple(sorted((k, params[k]) for k in spec.param_deps(alias)))
         key = (b.fn, tuple(in_key), tuple(sorted(p.items())), dep_params)
         out = cache.get(key, lambda: compute_indicator(b.fn, inputs, p)) if cache else compute_indicator(b.fn, inputs, p)
         for oname, arr in out.items():
@@ -92,19 +92,6 @@ def series_env(
         first = b.output or idef.outputs[0]
         env[alias] = out[first]
     return env
-
-
-def _reads_param(spec: StrategySpec, alias: str, pname: str) -> bool:
-    read = spec._expand({alias})
-    if pname in read:
-        return True
-    # An indicator it reads may take the parameter as an argument (EMA(MACD) where MACD
-    # reads EMA(close, fastLength)): that changes the series too, so it is part of the key.
-    for name in read:
-        b = spec.indicators.get(name.split(".")[0])
-        if b is not None and any(isinstance(v, str) and v == pname for v in b.params.values()):
-            return True
-    return False
 
 
 def signals(

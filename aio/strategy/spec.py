@@ -129,6 +129,7 @@ class StrategySpec:
     # Parsed forms, filled by validate().
     _asts: dict[str, Node] = field(default_factory=dict, repr=False, compare=False)
     _order: list[str] = field(default_factory=list, repr=False, compare=False)
+    _param_deps: dict[str, frozenset[str]] = field(default_factory=dict, repr=False, compare=False)
 
     def ast(self, key: str) -> Node:
         return self._asts[key]
@@ -169,6 +170,8 @@ class StrategySpec:
             base = k.split(".")[0]
             b = self.indicators.get(base)
             if b is not None:
+                # parameters passed as indicator arguments shape the series too
+                stack.extend(v for v in b.params.values() if isinstance(v, str))
                 if b.expr:
                     stack.extend(names(self._asts[f"ind:{base}"]))
                 for src in b.inputs.values():
@@ -335,7 +338,13 @@ class StrategySpec:
                 if u not in known and u.split(".")[0] != MODEL_PREFIX:
                     raise ConfigError(f"config key {path}.exit.{k}: unknown name {u!r}")
         self._asts = asts
+        # which parameters each named series depends on, directly or through others:
+        # the indicator cache keys on them, once per evaluation, so it is worked out here
+        self._param_deps = {a: frozenset(k for k in self._expand({a}) if k in self.params) for a in self.indicators}
         return self
+
+    def param_deps(self, alias: str) -> frozenset[str]:
+        return self._param_deps[alias]
 
 
 def _topo(deps: dict[str, set[str]], path: str) -> list[str]:
