@@ -94,7 +94,9 @@ def test_bad_value_names_key_and_range(tmp_path):
 def test_unknown_group_choice_lists_the_options(tmp_path):
     proc = aio("strategy=tv_rsii", f"hydra.run.dir={tmp_path}", check=False)
     assert proc.returncode != 0
-    assert "tv_rsi" in proc.stderr  # Hydra lists the available options
+    # Hydra lists the available options (the typed name alone would already contain "tv_rsi")
+    assert "Available options in 'strategy'" in proc.stderr
+    assert "\ttv_rsi\n" in proc.stderr and "\ttv_bbands\n" in proc.stderr
 
 
 def test_unknown_plugin_name_lists_known_plugins(tmp_path):
