@@ -23,6 +23,7 @@ BUILTIN_MODULES = [
     "aio.vlm",
     "aio.store",
     "aio.pine",
+    "aio.live",  # live_source plugins: replay, redis
 ]
 
 

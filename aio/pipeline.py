@@ -214,6 +214,31 @@ def stage_analyze(run: Run) -> None:
     impl(run)
 
 
+# Live stages (aio/live, aio/serve).
+def stage_paper(run: Run) -> None:
+    from aio.live.stages import stage_paper as impl
+
+    impl(run)
+
+
+def stage_publish(run: Run) -> None:
+    from aio.live.stages import stage_publish as impl
+
+    impl(run)
+
+
+def stage_control(run: Run) -> None:
+    from aio.live.stages import stage_control as impl
+
+    impl(run)
+
+
+def stage_serve(run: Run) -> None:
+    from aio.serve.app import stage_serve as impl
+
+    impl(run)
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "ingest": stage_ingest,
     "bars": stage_bars,
@@ -229,6 +254,10 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "backtest": stage_backtest,
     "export": stage_export,
     "report": stage_report,
+    "paper": stage_paper,
+    "publish": stage_publish,
+    "control": stage_control,
+    "serve": stage_serve,
 }
 
 TASK_STAGES: dict[str, list[str]] = {
@@ -241,6 +270,10 @@ TASK_STAGES: dict[str, list[str]] = {
     "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
     "similar": ["similar"],
     "analyze": ["analyze"],
+    "paper": ["paper", "report"],
+    "publish": ["publish"],
+    "control": ["control"],
+    "serve": ["serve"],
 }
 
 

@@ -37,6 +37,7 @@ KINDS: dict[str, str | None] = {
     "sampler": None,
     "store": "store",
     "task": None,
+    "live_source": None,  # where a paper run's ticks come from (aio/live/sources.py)
 }
 
 ENTRY_POINT_GROUP = "aio.plugins"

@@ -1,0 +1,225 @@
+"""The paper run's journal: SQLite (WAL) in the run folder, written before the engine acts.
+
+Per closed bar ``t`` the engine writes, in this order:
+
+1. one transaction: the bar (with the source position of its last record) and the
+   bar's *intents*: control commands applied at this close, the rules' decision;
+2. it steps the broker (fills of earlier orders, placement of this decision);
+3. one transaction: the broker's events (orders placed/cancelled, fills, trades, the
+   position) and the bar marked done;
+4. the source is acknowledged up to the bar's position (Redis XACK).
+
+A restart reads the journal, re-runs every journaled bar through the same rules and
+broker and checks that each recomputed event equals the journaled one (an event is
+keyed by ``(t, seq)``: it is written once, never twice), then reopens the source after
+the last journaled position. A kill between 1 and 3 leaves a bar not done: the
+restart computes its events and writes them; between 3 and 4 the source re-delivers
+records the journal already holds, and they are skipped by position.
+
+The journal is also the live trade log (``events`` with ``kind='trade'``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from aio.errors import AioError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bars (
+    t INTEGER PRIMARY KEY, ts_event INTEGER NOT NULL, ts_init INTEGER NOT NULL,
+    open REAL, high REAL, low REAL, close REAL, volume REAL, ticks INTEGER, spread_mean REAL,
+    last_id TEXT NOT NULL, done INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS events (
+    t INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    PRIMARY KEY (t, seq));
+CREATE TABLE IF NOT EXISTS commands (
+    id TEXT PRIMARY KEY, received_t INTEGER, status TEXT NOT NULL, payload TEXT NOT NULL, reason TEXT);
+"""
+
+
+class JournalError(AioError):
+    """The journal disagrees with a re-run of its own bars (a broken exactly-once invariant)."""
+
+
+@dataclass
+class JournalBar:
+    t: int
+    values: tuple  # ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean
+    last_id: str
+    done: bool
+
+
+def _nan(v: Any) -> Any:
+    return None if isinstance(v, float) and v != v else v
+
+
+def _float(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def canon(payload: Any) -> str:
+    """One text per payload: NaN as null, keys sorted, floats by repr (bit-exact comparison)."""
+    return json.dumps(_clean(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def _clean(o: Any) -> Any:
+    if isinstance(o, float):
+        return None if o != o else (repr(o) if o in (float("inf"), float("-inf")) else o)
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if hasattr(o, "item"):  # numpy scalars
+        return _clean(o.item())
+    return o
+
+
+class Journal:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        # WAL + synchronous=NORMAL: a committed transaction survives the process being
+        # killed (kill -9); FULL would also survive power loss at one fsync per commit.
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={os.environ.get('AIO_JOURNAL_SYNC', 'NORMAL')}")
+        self.db.executescript(SCHEMA)
+        self._kill_at = _kill_trigger()
+        self._writes = 0
+
+    # -- meta --------------------------------------------------------------------------
+    def meta(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+    def set_meta(self, values: dict[str, Any]) -> None:
+        with self._tx():
+            self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", [(k, str(v)) for k, v in values.items()])
+
+    # -- reads -------------------------------------------------------------------------
+    def bars(self) -> list[JournalBar]:
+        rows = self.db.execute(
+            "SELECT t, ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean, last_id, done "
+            "FROM bars ORDER BY t").fetchall()
+        out = []
+        for i, r in enumerate(rows):
+            if r[0] != i:
+                raise JournalError(f"journal {self.path}: bar {i} is missing (next is {r[0]}); the journal is damaged")
+            vals = (r[1], r[2], r[3], r[4], r[5], r[6], _float(r[7]), r[8], _float(r[9]))
+            out.append(JournalBar(r[0], vals, r[10], bool(r[11])))
+        return out
+
+    def events(self, t: int | None = None, kind: str | None = None) -> list[tuple[int, int, str, str]]:
+        q = "SELECT t, seq, kind, payload FROM events"
+        cond, args = [], []
+        if t is not None:
+            cond.append("t = ?")
+            args.append(t)
+        if kind is not None:
+            cond.append("kind = ?")
+            args.append(kind)
+        if cond:
+            q += " WHERE " + " AND ".join(cond)
+        return self.db.execute(q + " ORDER BY t, seq", args).fetchall()
+
+    def events_of(self, t: int) -> dict[int, tuple[str, str]]:
+        return {seq: (kind, payload) for _, seq, kind, payload in self.events(t)}
+
+    # -- writes ------------------------------------------------------------------------
+    def _tx(self):
+        return _Tx(self.db)
+
+    def write_intents(self, t: int, bar_values: tuple, last_id: str, events: Iterable[tuple[int, str, Any]]) -> None:
+        with self._tx():
+            self.db.execute(
+                "INSERT OR IGNORE INTO bars (t, ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean, "
+                "last_id, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,0)", (t, *map(_nan, bar_values), last_id))
+            self._events(t, events)
+        self._maybe_die("intents", t)
+
+    def write_effects(self, t: int, events: Iterable[tuple[int, str, Any]]) -> None:
+        with self._tx():
+            self._events(t, events)
+            self.db.execute("UPDATE bars SET done = 1 WHERE t = ?", (t,))
+        self._maybe_die("effects", t)
+
+    def _events(self, t: int, events: Iterable[tuple[int, str, Any]]) -> None:
+        rows = [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
+        if rows:
+            self.db.executemany("INSERT INTO events (t, seq, kind, payload) VALUES (?,?,?,?)", rows)
+
+    def check_or_write(self, t: int, events: list[tuple[int, str, Any]], *, effects: bool) -> int:
+        """Recovery: events recomputed for journaled bar t must equal the journal's; missing ones
+        (the process died before writing them) are written now. Returns how many were written."""
+        have = self.events_of(t)
+        missing = []
+        for seq, kind, payload in events:
+            text = canon(payload)
+            if seq in have:
+                if have[seq] != (kind, text):
+                    raise JournalError(
+                        f"journal {self.path}: bar {t} event {seq} is {have[seq][0]} {have[seq][1]} but the re-run "
+                        f"gives {kind} {text}; the strategy, data or code changed since the run started "
+                        "(resume only with the same command, or start a new hydra.run.dir)")
+            else:
+                missing.append((seq, kind, payload))
+        if effects:
+            self.write_effects(t, missing)
+        elif missing:
+            with self._tx():
+                self._events(t, missing)
+        return len(missing)
+
+    # -- commands ----------------------------------------------------------------------
+    def command_seen(self, cid: str) -> str | None:
+        row = self.db.execute("SELECT status FROM commands WHERE id = ?", (cid,)).fetchone()
+        return row[0] if row else None
+
+    def record_command(self, cid: str, t: int, status: str, payload: Any, reason: str | None = None) -> None:
+        with self._tx():
+            self.db.execute("INSERT OR REPLACE INTO commands VALUES (?,?,?,?,?)", (cid, t, status, canon(payload), reason))
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- fault injection ---------------------------------------------------------------
+    def _maybe_die(self, phase: str, t: int) -> None:
+        """AIO_LIVE_KILL_AT=PHASE:T (e.g. effects:120): SIGKILL this process right after that write.
+
+        Used by the fault-injection test to kill at exact journal positions rather than
+        after guessed sleeps.
+        """
+        if self._kill_at and self._kill_at == (phase, t):
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_trigger() -> tuple[str, int] | None:
+    v = os.environ.get("AIO_LIVE_KILL_AT")
+    if not v:
+        return None
+    phase, _, t = v.partition(":")
+    return phase, int(t)
+
+
+class _Tx:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.db.execute("COMMIT")
+        else:
+            self.db.execute("ROLLBACK")
+        return False
