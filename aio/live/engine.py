@@ -232,12 +232,15 @@ class LiveEngine:
         after = self.recover()
         source.open(after)
         agg = None
+        reads = 0
         while True:
             if control is not None:
                 control.poll(self)
             batch = source.read()
             if batch is None:
                 continue
+            reads += 1
+            self.journal._maybe_die("read", reads)  # fault injection: mid-bar, ticks read, nothing journaled
             agg = agg or self.aggregator(batch.kind)
             self.stats.records += len(batch)
             closed = agg.push(batch.frame, batch.ids, batch.received_ns, end=batch.end)

@@ -190,12 +190,13 @@ class Journal:
 
     # -- fault injection ---------------------------------------------------------------
     def _maybe_die(self, phase: str, t: int) -> None:
-        """AIO_LIVE_KILL_AT=PHASE:T (e.g. effects:120): SIGKILL this process right after that write.
+        """AIO_LIVE_KILL_AT=PHASE:T (e.g. effects:120): SIGKILL this process right after the first
+        PHASE step at or past T (bar index; for ``read`` the number of source reads).
 
         Used by the fault-injection test to kill at exact journal positions rather than
         after guessed sleeps.
         """
-        if self._kill_at and self._kill_at == (phase, t):
+        if self._kill_at and self._kill_at[0] == phase and t >= self._kill_at[1]:
             import signal
 
             os.kill(os.getpid(), signal.SIGKILL)

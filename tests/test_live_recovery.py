@@ -1,0 +1,103 @@
+"""kill -9 a paper run at exact journal positions, restart the same command: same trades, no duplicates."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests._redis_server import redis_server, redis_url  # noqa: F401  (fixtures)
+
+REPO = Path(__file__).resolve().parent.parent
+BASE = ["task=paper", "strategy=tv_macd", "data=synthetic", "data.start=2024-03-04", "data.end=2024-03-05",
+        "live.batch=700"]
+
+
+def _paper(run_dir: Path, *extra: str, kill_at: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("AIO_LIVE_KILL_AT", None)
+    if kill_at:
+        env["AIO_LIVE_KILL_AT"] = kill_at
+    return subprocess.run([sys.executable, "-m", "aio", *BASE, *extra, f"hydra.run.dir={run_dir}"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def _journal_facts(run_dir: Path) -> tuple[int, int, int]:
+    db = sqlite3.connect(run_dir / "journal.sqlite")
+    bars = db.execute("SELECT COUNT(*) FROM bars").fetchone()[0]
+    trades = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'trade'").fetchone()[0]
+    orders = db.execute("SELECT COUNT(*), COUNT(DISTINCT payload) FROM events WHERE kind = 'order'").fetchone()
+    assert orders[0] == orders[1], "an order was journaled twice"
+    return bars, trades, orders[0]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    d = tmp_path_factory.mktemp("whole")
+    p = _paper(d)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return d
+
+
+@pytest.mark.slow
+def test_kill_and_resume_replay(uninterrupted, tmp_path):
+    """Killed after the intents of a bar, mid-bar (ticks read, nothing journaled), after the
+    effects of a bar, after the source ack: each restart goes on from the journal."""
+    d = tmp_path / "run"
+    for k in ["intents:200", "read:9", "effects:700", "ack:1100"]:
+        p = _paper(d, kill_at=k)
+        assert p.returncode == -signal.SIGKILL, f"not killed at {k}: {p.stderr[-2000:]}"
+        assert not (d / "trades.csv").exists()
+    p = _paper(d)  # the same command, the same run folder: resumes
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed from the journal" in p.stdout + p.stderr
+    assert (d / "trades.csv").read_text() == (uninterrupted / "trades.csv").read_text()
+    assert _journal_facts(d) == _journal_facts(uninterrupted)
+    for name in ("equity.parquet", "metrics.json", "report.html"):
+        assert (d / name).is_file()
+
+
+@pytest.mark.slow
+def test_kill_and_resume_from_redis(redis_url, uninterrupted, tmp_path):
+    """The same through a Redis stream: unacked ticks are re-delivered, journaled ones skipped."""
+    from aio.config import build
+    from aio.data.synthetic import SyntheticDataConfig, SyntheticSource
+    from aio.live.publish import publish_frame
+
+    md = SyntheticSource(build(SyntheticDataConfig, {"start": "2024-03-04", "end": "2024-03-05"}, "data")).load()
+    publish_frame(redis.Redis.from_url(redis_url), "k:ticks", md.frame, "ticks", meta={"symbol": "EURUSD",
+                                                                                       "synthetic": "true"})
+    extra = ["live.source=redis", f"live.redis_url={redis_url}", "live.stream=k:ticks"]
+    d = tmp_path / "run"
+    p = _paper(d, *extra, kill_at="effects:500")
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    p = _paper(d, *extra, kill_at="ack:900")
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    p = _paper(d, *extra)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (d / "trades.csv").read_text() == (uninterrupted / "trades.csv").read_text()
+    assert _journal_facts(d) == _journal_facts(uninterrupted)
+    assert redis.Redis.from_url(redis_url).xpending("k:ticks", "aio-paper")["pending"] == 0
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_changes_nothing(uninterrupted):
+    before = (uninterrupted / "trades.csv").read_text()
+    facts = _journal_facts(uninterrupted)
+    p = _paper(uninterrupted)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (uninterrupted / "trades.csv").read_text() == before
+    assert _journal_facts(uninterrupted) == facts
+
+
+@pytest.mark.slow
+def test_another_config_in_the_same_folder_is_refused(uninterrupted):
+    p = _paper(uninterrupted, "strategy.params.fastLength=5")
+    assert p.returncode != 0
+    assert "written by another configuration" in p.stderr + p.stdout
