@@ -175,3 +175,34 @@ def test_control_refuses_to_start_without_a_secret(redis_url, tmp_path):
     cfg = build(LiveConfig, {"redis_url": redis_url, "control": True}, "live")
     with pytest.raises(ConfigError, match="AIO_LIVE_SECRET"):
         Controller(cfg, None)
+
+
+def test_reload_a_strategy_from_the_library(redis_url, tmp_path):
+    from aio.store.library import PatternLibrary
+    from aio.store.records import StrategyRecord
+
+    r = redis.Redis.from_url(redis_url)
+    macd = yaml.safe_load((REPO / "conf" / "strategy" / "tv_macd.yaml").read_text())
+    rsi = yaml.safe_load((REPO / "conf" / "strategy" / "tv_rsi.yaml").read_text())
+    lib = PatternLibrary(tmp_path / "lib")
+    same_slots, other_slots = lib.add_strategy([StrategyRecord("tv_macd", macd, {"fastLength": 8, "slowlength": 30}),
+                                                StrategyRecord("tv_rsi", rsi, {})])
+    cfg = _cfg(redis_url, library=str(tmp_path / "lib"))
+    bt = BacktestConfig()
+    eng = make_engine(macd, bt, tmp_path / "j.sqlite")
+    ctl = Controller(cfg, eng.journal)
+    for sid, status, why in ((other_slots, "rejected", "keeps the order slots"), ("nope", "rejected", "no strategy"),
+                             (same_slots, None, None)):
+        m = make_command(SECRET, "reload", {"strategy_id": sid})
+        r.xadd("aio:live:commands", m)
+        ctl.poll(eng)
+        if status:
+            rep = _wait_reply(r, m["id"])
+            assert rep["status"] == status and why in rep["reason"], rep
+    assert [c["cmd"] for c in eng.pending_cmds] == ["reload"]
+    from aio.live.aggregate import ClosedBar
+
+    eng.close_bar(ClosedBar(0, TF, 1.1, 1.2, 1.0, 1.15, 1.0, 5, 1e-5, "0"))
+    assert eng.strat.params["fastLength"] == 8 and eng.strat.params["slowlength"] == 30
+    rep = _wait_reply(r, m["id"])
+    assert rep["status"] == "applied" and rep["state"]["params"]["fastLength"] == 8
