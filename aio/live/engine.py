@@ -21,7 +21,7 @@ import structlog
 
 from aio.errors import ConfigError
 from aio.live.aggregate import BarPassthrough, ClosedBar, TickAggregator
-from aio.live.broker import BRACKET_KEYS, Decision, PaperBroker, SlotMeta, _Grow
+from aio.live.broker import BRACKET_KEYS, Decision, PaperBroker, _Grow
 from aio.live.journal import Journal, JournalError
 from aio.records import BAR_SCHEMA
 
@@ -71,6 +71,9 @@ class Decider:
         chain = parse_chain(strat.sizer) if strat.sizer else None
         # plain fixed sizing leaves sizes to the backtest config, as in the batch pass
         self.sized = chain is not None and not (chain.is_plain("fixed") and chain.steps[0][1].units is None)
+        from aio.backtest.account import plan_for
+
+        self.plan = plan_for(bt_cfg, bt_cfg.symbol)
 
     def decide(self, hist: History, paused: bool = False, flatten: bool = False) -> tuple[Decision, Any]:
         from aio.strategy import signals
@@ -83,7 +86,13 @@ class Decider:
         if self.sized:
             from aio.sizing import size_signals
 
-            sig, bt = size_signals(self.s.sizer, hist.frame(start), sig, self.bt, None)
+            frame = hist.frame(start)
+            rates = None
+            if self.plan is not None and self.plan.kind != "none":
+                from aio.instruments import conversion_rates
+
+                rates = conversion_rates(self.plan, frame)
+            sig, bt = size_signals(self.s.sizer, frame, sig, self.bt, None, rates=rates)
         when = [bool(o.when[-1]) and not paused for o in sig.orders]
         price = [float(o.price[-1]) if o.price is not None else float("nan") for o in sig.orders]
         br: dict[str, float] = {}
@@ -130,11 +139,12 @@ class LiveEngine:
     # -- one bar --------------------------------------------------------------------------
     def _broker(self, sig_bt: tuple) -> PaperBroker:
         if self.broker is None:
+            from aio.backtest.account import plan_for
+
             sig, bt = sig_bt
-            keys = tuple(k for k in BRACKET_KEYS if sig.brackets is not None and getattr(sig.brackets, k) is not None)
             self.bt_eff = bt
-            self.broker = PaperBroker([SlotMeta.of(s) for s in sig.orders], bt,
-                                      sig.brackets.id if sig.brackets is not None else "Exit", keys)
+            plan = plan_for(bt, bt.symbol)
+            self.broker = PaperBroker(sig, bt, plan.kind, plan.rate)
         return self.broker
 
     def close_bar(self, bar: ClosedBar, *, recovering: bool = False) -> None:
@@ -200,7 +210,7 @@ class LiveEngine:
     def state(self) -> dict[str, Any]:
         b = self.broker
         return {"bars": len(self.hist), "paused": self.paused, "params": dict(self.strat.params),
-                "strategy": self.strat.spec.name, "position": b.position if b else 0.0,
+                "strategy": self.strat.spec.name, "position": b.pos if b else 0.0,
                 "trades": b.n_closed if b else 0,
                 "last_bar_close": int(self.hist.cols["ts_init"].view()[-1]) if len(self.hist) else None,
                 "pending_commands": len(self.pending_cmds)}
@@ -283,12 +293,17 @@ def check_journal_matches(journal: Journal, strat_name: str, config_hash: str) -
 
 
 def make_engine(strategy: dict[str, Any], bt_cfg: Any, journal_path: Any, *, sizer: dict[str, Any] | None = None,
-                window: int = 0, timeframe: str = "1m", side: str = "mid", anchor: str = "utc") -> LiveEngine:
+                window: int = 0, timeframe: str = "1m", side: str = "mid", anchor: str = "utc",
+                symbol: str | None = "EURUSD") -> LiveEngine:
     """An engine from plain values (tests, benchmarks); the pipeline builds the same from the config."""
     from aio.bars import parse_timeframe
     from aio.strategy import load_spec
 
+    import dataclasses
+
     spec = load_spec(strategy)
     strat = Strategy(dict(strategy), spec, dict(spec.params), sizer)
+    if symbol:
+        bt_cfg = dataclasses.replace(bt_cfg, symbol=symbol)
     return LiveEngine(strat, bt_cfg, Journal(journal_path), window=window, timeframe_ns=parse_timeframe(timeframe),
                       side=side, anchor=anchor)

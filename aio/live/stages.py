@@ -33,12 +33,12 @@ def _identity_hash(cfg: Any) -> str:
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def build_engine(run: Any, lcfg: Any):
+def build_engine(run: Any, lcfg: Any, symbol: str | None = None):
     from aio.appconfig import plugin_config, section
     from aio.bars import parse_timeframe
     from aio.live.engine import LiveEngine, Strategy, check_journal_matches
     from aio.live.journal import Journal
-    from aio.pipeline import backtest_config
+    from aio.backtest.evaluator import backtest_config
     from aio.strategy import load_spec
 
     strat_section = section(run.cfg, "strategy")
@@ -58,7 +58,12 @@ def build_engine(run: Any, lcfg: Any):
     ident = _identity_hash(run.cfg)
     check_journal_matches(journal, spec.name, ident)
     journal.set_meta({"config_hash": ident, "strategy": spec.name})
-    engine = LiveEngine(strat, backtest_config(run), journal, window=lcfg.window, timeframe_ns=tf,
+    import dataclasses
+
+    bt = backtest_config(run)
+    if symbol:
+        bt = dataclasses.replace(bt, symbol=symbol)
+    engine = LiveEngine(strat, bt, journal, window=lcfg.window, timeframe_ns=tf,
                         side=bars_cfg.side, anchor=bars_cfg.anchor)
     return engine
 
@@ -69,9 +74,11 @@ def stage_paper(run: Any) -> None:
     from aio.registry import registry
     from aio.records import Bars, MarketData
 
+    from aio.backtest import invariants
+
     lcfg = live_config(run.cfg)
-    engine = build_engine(run, lcfg)
     source = registry.get("live_source", lcfg.source)(lcfg, run)
+    engine = build_engine(run, lcfg, getattr(source, "symbol", None))
     control = None
     if lcfg.control:
         from aio.live.control import Controller
@@ -107,10 +114,15 @@ def stage_paper(run: Any) -> None:
     if result is None:
         log.warning("no bars closed: nothing to report")
         return
+    invariants.check(result)  # the books balance, as every batch evaluation checks
     run.backtest = result
-    write_trades_csv(result, run.artifact("trades.csv"))
-    write_equity_parquet(result, frame, run.artifact("equity.parquet"))
-    run.metrics["backtest"] = compute_metrics(result, run.bars)
+    write_trades_csv(result, run.artifact("trades.csv"), synthetic=synthetic)
+    write_equity_parquet(result, frame, run.artifact("equity.parquet"), synthetic=synthetic)
+    run.metrics["backtest"] = compute_metrics(result)
+    from aio.report.headline import headline
+
+    run.metrics["headline"] = {**headline(run), "sample": "paper",
+                               "label": f"paper run on the {lcfg.source} stream, fixed parameters, costs included"}
     engine.journal.close()
     log.info("paper run done", bars=stats.bars, resumed=stats.recovered_bars, trades=result.n_trades,
              net_profit=run.metrics["backtest"].get("net_profit"))
