@@ -96,3 +96,25 @@ def test_paper_trades_equal_batch(name, market, bt, tmp_path):
     journaled = eng.journal.events(kind="trade")
     closed = want.trades.filter(pl.col("exit_signal") != "Open")
     assert len(journaled) == closed.height
+
+
+SIZERS = sorted(p.stem for p in (REPO / "conf" / "sizer").glob("*.yaml") if p.stem != "confidence")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sizer", SIZERS)
+def test_paper_sizes_equal_batch(sizer, market, bt, tmp_path):
+    """The sizer chain, history-dependent steps (kelly, drawdown_guard) included, sizes each
+    live entry exactly as the batch pass does (confidence reads a model: not live)."""
+    from aio.backtest.evaluator import Evaluator
+
+    sz = yaml.safe_load((REPO / "conf" / "sizer" / f"{sizer}.yaml").read_text())
+    section = _section("sma_cross")
+    batch_bars, _ = ticks_to_bars(market.frame, TF, "mid")
+    want = Evaluator(batch_bars, bt, sizer=sz, symbol="EURUSD").run(load_spec(section)).result
+    eng = make_engine(section, bt, tmp_path / "j.sqlite", sizer=sz)
+    eng.run(ReplaySource.of(market, batch=1000))
+    got = eng.result()
+    assert want.n_trades > 3
+    assert got.trades.equals(want.trades)
+    assert np.array_equal(got.equity_values, want.equity_values)
