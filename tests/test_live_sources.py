@@ -109,7 +109,7 @@ def test_replay_resumes_after_a_position(market):
     src = ReplaySource.of(market, batch=1000)
     src.open("1499")
     b = src.read()
-    assert b.ids[0] == "1500"
+    assert int(b.ids[0]) == 1500
     assert b.frame.equals(market.frame.slice(1500, 1000))
 
 

@@ -48,7 +48,7 @@ class TickAggregator:
         self.v = _EMPTY_F
         self.sp = _EMPTY_F
         self.opens = _EMPTY_I
-        self.ids: list[str] = []
+        self.ids = np.zeros(0, dtype=object)  # source positions of the open bar's ticks
         self.last_open: int | None = None
         self.late = 0  # ticks older than the open bar (dropped; a sorted batch would have placed them)
         self.dropped = 0  # ticks without a usable price (as ticks_to_bars drops them)
@@ -86,7 +86,8 @@ class TickAggregator:
             self.v = np.concatenate([self.v, v[idx]])
             self.sp = np.concatenate([self.sp, sp[idx]])
             self.opens = np.concatenate([self.opens, opens[idx]])
-            self.ids.extend(ids[i] for i in idx)
+            arr = ids if isinstance(ids, np.ndarray) else np.asarray(ids, dtype=object)
+            self.ids = arr[idx] if len(self.ids) == 0 else np.concatenate([self.ids, arr[idx]])
             if len(self.opens):
                 self.last_open = int(self.opens[-1])
         return self._emit(received_ns, end)
@@ -115,9 +116,9 @@ class TickAggregator:
             t0 = int(o[st[i]])
             out.append(ClosedBar(t0, t0 + self.tf, float(p[st[i]]), float(high[i]), float(low[i]),
                                  float(p[ends[i] - 1]), float(vol[i]), int(counts[i]), float(spread[i]),
-                                 self.ids[ends[i] - 1], received_ns))
+                                 str(self.ids[ends[i] - 1]), received_ns))
         self.p, self.v, self.sp, self.opens = self.p[cut:], self.v[cut:], self.sp[cut:], self.opens[cut:]
-        del self.ids[:cut]
+        self.ids = self.ids[cut:]
         return out
 
     def open_bar_ids(self) -> list[str]:
@@ -147,6 +148,6 @@ class BarPassthrough:
             sm = cols["spread_mean"][i]
             out.append(ClosedBar(t0, int(cols["ts_init"][i]), float(cols["open"][i]), float(cols["high"][i]),
                                  float(cols["low"][i]), float(cols["close"][i]), float(cols["volume"][i] or 0.0),
-                                 int(cols["ticks"][i] or 0), float("nan") if sm is None else float(sm), ids[i],
+                                 int(cols["ticks"][i] or 0), float("nan") if sm is None else float(sm), str(ids[i]),
                                  received_ns))
         return out

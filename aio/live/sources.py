@@ -51,7 +51,7 @@ class Batch:
 
     kind: str
     frame: pl.DataFrame  # TICK_SCHEMA or BAR_SCHEMA columns
-    ids: list[str]  # position of each record
+    ids: Any  # position of each record: list[str], or an int array (replay: record indices)
     received_ns: int = 0  # time.perf_counter_ns() when the batch arrived
     end: bool = False  # the stream ends after this batch
     meta: dict[str, Any] = field(default_factory=dict)
@@ -110,7 +110,7 @@ class ReplaySource:
         if self.speed > 0:
             ts = part.get_column("ts_event")
             self._pace(int(ts[0]), int(ts[-1]))
-        ids = [str(i) for i in range(self.pos, stop)]
+        ids = np.arange(self.pos, stop, dtype=np.int64)  # positions are record indices
         self.pos = stop
         return Batch(self.kind, part, ids, time.perf_counter_ns(), end=stop >= n)
 
