@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -101,3 +102,45 @@ def test_another_config_in_the_same_folder_is_refused(uninterrupted):
     p = _paper(uninterrupted, "strategy.params.fastLength=5")
     assert p.returncode != 0
     assert "written by another configuration" in p.stderr + p.stdout
+
+
+@pytest.mark.slow
+def test_paper_artifacts_equal_a_backtest_run(uninterrupted, tmp_path):
+    """The same command as task=run: trades.csv byte for byte, equity.parquet and the metrics."""
+    import json
+
+    import polars as pl
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    d = tmp_path / "batch"
+    args = [a for a in BASE if not a.startswith(("task=", "live."))]
+    p = subprocess.run([sys.executable, "-m", "aio", "task=run", *args, f"hydra.run.dir={d}"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert (d / "trades.csv").read_text() == (uninterrupted / "trades.csv").read_text()
+    assert pl.read_parquet(d / "equity.parquet").equals(pl.read_parquet(uninterrupted / "equity.parquet"))
+    mb = json.loads((d / "metrics.json").read_text())
+    mp = json.loads((uninterrupted / "metrics.json").read_text())
+    assert mb["backtest"] == mp["backtest"]
+    assert mp["headline"]["sample"] == "paper" and mp["synthetic"] is True
+    assert "SYNTHETIC" in (uninterrupted / "report.html").read_text()
+
+
+@pytest.mark.slow
+def test_publish_task_and_control_without_an_engine(redis_url, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIO_LIVE_SECRET": "s3cret-for-tests"}
+    p = subprocess.run([sys.executable, "-m", "aio", "task=publish", "data=synthetic", "data.end=2024-03-04T02:00",
+                        f"live.redis_url={redis_url}", "live.stream=pub:ticks", f"hydra.run.dir={tmp_path / 'pub'}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = redis.Redis.from_url(redis_url)
+    n = json.loads((tmp_path / "pub" / "metrics.json").read_text())["publish"]["records"]
+    assert n > 1000 and r.xlen("pub:ticks") == n + 1
+    assert r.hget("pub:ticks:meta", "synthetic") == b"true"
+    p = subprocess.run([sys.executable, "-m", "aio", "task=control", "cmd=status", f"live.redis_url={redis_url}",
+                        "live.reply_timeout_s=1", f"hydra.run.dir={tmp_path / 'ctl'}"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0 and "no reply to status" in p.stderr + p.stdout
+    # the command itself went out signed
+    (sid, fields), = r.xrange("aio:live:commands")
+    assert fields[b"cmd"] == b"status" and len(fields[b"sig"]) == 64
