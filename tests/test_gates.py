@@ -239,3 +239,12 @@ def test_dsr_with_effective_trials_of_a_parameter_sweep():
     sr0 = math.sqrt(v) * ((1 - g) * stats.norm.ppf(1 - 1 / 3) + g * stats.norm.ppf(1 - 1 / (3 * math.e)))
     assert d_eff["sr0"] == pytest.approx(sr0, rel=1e-9)
     assert d_eff["psr"] == pytest.approx(probabilistic_sharpe_ratio(best), rel=1e-12)
+
+
+def test_pbo_accepts_a_metric_function():
+    m = np.random.default_rng(8).normal(0, 1, (160, 6))
+    a = pbo_cscv(m, n_splits=8, metric="mean")
+    b = pbo_cscv(m, n_splits=8, metric=lambda x: x.mean(axis=0))
+    assert np.allclose(a.logits, b.logits) and b.metric == "custom"
+    with pytest.raises(GateInputError, match="metric"):
+        pbo_cscv(m, n_splits=8, metric="sortino")
