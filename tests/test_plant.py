@@ -184,3 +184,22 @@ def test_unplanted_frames_are_unchanged_by_the_plant_machinery():
 def test_plant_config_errors_name_the_key(plant, match):
     with pytest.raises(ConfigError, match=match):
         _cfg(plant)
+
+
+def test_event_overlap_of_entries_with_the_plant():
+    from aio.data.plant import event_mask, event_overlap
+
+    ts = np.arange(100, dtype=np.int64) * 60 + 60
+    meta = {"event_ts_init": [int(ts[10]), int(ts[40]), int(ts[70])]}
+    assert np.flatnonzero(event_mask(meta, ts)).tolist() == [10, 40, 70]
+    entries = np.zeros(100, bool)
+    entries[[10, 42, 55, 90]] = True  # on event 10, 2 bars after event 40, two elsewhere
+    o = event_overlap(entries, meta, ts, tolerance_bars=2)
+    assert o["events_hit"] == pytest.approx(2 / 3) and o["entries_on_events"] == pytest.approx(2 / 4)
+    assert event_overlap(entries, meta, ts, tolerance_bars=1)["events_hit"] == pytest.approx(1 / 3)
+    # the shipped plant's own rule, evaluated on the pipeline's bars, hits every event
+    md = SyntheticSource(_cfg(SHIPPED["plant"], start="2024-03-04", end="2024-03-07")).load()
+    f, arrays = _bars(md, "1m")
+    when = signals(compile_plant(build(SyntheticDataConfig, SHIPPED, "data").plant), arrays).orders[0].when
+    o = event_overlap(when, md.meta["plant"], f["ts_init"].to_numpy(), tolerance_bars=0)
+    assert o["events_hit"] == 1.0 and o["entries_on_events"] > 0.8

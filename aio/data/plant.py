@@ -226,3 +226,33 @@ def summary(plant: PlantConfig, path: PlantPath, pip: float) -> dict[str, Any]:
         "repaid_log_drift": path.repaid_log,
         "net_log_drift": path.planted_log + path.repaid_log,
     }
+
+
+def event_mask(plant_meta: dict[str, Any], ts_init: np.ndarray) -> np.ndarray:
+    """Bars (by close time ``ts_init``) where the plant fired, from ``MarketData.meta['plant']``.
+
+    Only meaningful on bars of the plant's timeframe; other bars get no events.
+    """
+    return np.isin(np.asarray(ts_init, dtype=np.int64), np.asarray(plant_meta.get("event_ts_init", []), dtype=np.int64))
+
+
+def event_overlap(entries: np.ndarray, plant_meta: dict[str, Any], ts_init: np.ndarray,
+                  tolerance_bars: int = 2) -> dict[str, Any]:
+    """How well a strategy's entry decisions (bool per bar, decided at that bar's close)
+    line up with the planted events: an entry at or up to ``tolerance_bars`` after an event
+    counts as on it.
+
+    ``events_hit``: share of events with such an entry; ``entries_on_events``: share of
+    entries that are on an event.
+    """
+    ev = np.flatnonzero(event_mask(plant_meta, ts_init))
+    ent = np.flatnonzero(np.asarray(entries, dtype=bool))
+    if not len(ev) or not len(ent):
+        return {"events": int(len(ev)), "entries": int(len(ent)), "events_hit": 0.0, "entries_on_events": 0.0,
+                "tolerance_bars": tolerance_bars}
+    # for each entry, the latest event at or before it
+    k = np.searchsorted(ev, ent, side="right") - 1
+    on = (k >= 0) & (ent - ev[np.maximum(k, 0)] <= tolerance_bars)
+    hit = np.unique(k[on])
+    return {"events": int(len(ev)), "entries": int(len(ent)), "events_hit": float(len(hit) / len(ev)),
+            "entries_on_events": float(on.mean()), "tolerance_bars": tolerance_bars}
