@@ -266,6 +266,10 @@ class SyntheticSource:
         if path is not None:
             meta["plant"] = summary(self.cfg.plant, path, pip)
             label = f"{label}; {describe(self.cfg.plant)} ({len(path.events)} events)"
+            if len(path.events) < 30:
+                # too few events to find, or to judge a finding: say so where it is generated
+                log.warning("the plant fired rarely", events=len(path.events), when=self.cfg.plant.when,
+                            hint="widen data.start/data.end, loosen data.plant.when or raise data.plant.lookback_bars")
         meta["synthetic"] = label
         quality = check_ticks(frame, pip=pip)
         quality.update(source="synthetic", synthetic=label)
