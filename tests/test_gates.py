@@ -14,10 +14,13 @@ from scipy import stats
 from aio.discover.gates import (
     GateInputError,
     aggregate,
+    cluster_returns,
+    deflated_sharpe_from_trials,
     deflated_sharpe_ratio,
     effective_trials,
     pbo_cscv,
     probabilistic_sharpe_ratio,
+    sharpe,
     spa_test,
 )
 
@@ -248,3 +251,92 @@ def test_pbo_accepts_a_metric_function():
     assert np.allclose(a.logits, b.logits) and b.metric == "custom"
     with pytest.raises(GateInputError, match="metric"):
         pbo_cscv(m, n_splits=8, metric="sortino")
+
+
+def test_dsr_from_trials_takes_the_spread_from_clusters():
+    # a sweep of 15 near-copies of one good rule next to 15 independent noise rules: the
+    # copies are one idea; counting them as 15 Sharpe ratios would widen the null.
+    rng = np.random.default_rng(11)
+    t = 1500
+    good = rng.normal(0.08, 1, t)
+    sweep = np.column_stack([good + rng.normal(0, 0.1, t) for _ in range(15)])
+    noise = rng.normal(0, 1, (t, 15))
+    trials = np.hstack([sweep, noise])
+    labels = effective_trials(trials).labels
+    assert len(set(labels[:15])) == 1 and len(set(labels)) == 16
+    cr = cluster_returns(trials, labels)
+    assert cr.shape == (t, 16)
+    # a cluster's series is the inverse-variance mix of its members
+    w = 1 / sweep.var(axis=0)
+    k = labels[0]
+    order = list(np.unique(labels))
+    assert np.allclose(cr[:, order.index(k)], sweep @ (w / w.sum()))
+    d = deflated_sharpe_from_trials(sweep[:, 0], trials, floor=2)
+    assert d["n_trials"] == 16 and d["var_sharpe_from"] == "clusters"
+    assert d["var_sharpe"] == pytest.approx(np.var(sharpe(cr), ddof=1))
+    naive = deflated_sharpe_ratio(sweep[:, 0], sharpe(trials), 16)
+    assert d["var_sharpe"] < naive["var_sharpe"] and d["dsr"] > naive["dsr"]
+    assert deflated_sharpe_from_trials(sweep[:, 0], trials, method="eigen")["var_sharpe_from"] == "trials"
+
+
+# -- end to end on the planted data, through the one evaluator ----------------------
+
+
+@pytest.mark.slow
+def test_gates_find_the_planted_rule_after_costs(tmp_path):
+    """The shipped plant, the one evaluator with default costs (commission, slippage,
+    spread), a family of RSI-crossing candidates: the planted rule passes SPA, PBO and
+    DSR on the discovery window, and its single holdout run makes money after costs."""
+    from pathlib import Path
+
+    import yaml
+
+    from aio.backtest.config import BacktestConfig
+    from aio.backtest.evaluator import Evaluator
+    from aio.bars import bars_from_market
+    from aio.config import build
+    from aio.data.synthetic import SyntheticDataConfig, SyntheticSource
+    from aio.discover.holdout import HoldoutGuard, HoldoutReusedError, split_holdout
+    from aio.discover.ledger import Ledger
+    from aio.strategy import load_spec
+
+    conf = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf/data/synthetic_planted.yaml").read_text())
+    md = SyntheticSource(build(SyntheticDataConfig, conf, "data")).load()
+    frame = bars_from_market(md, "1m").frame
+    ev = Evaluator(frame, BacktestConfig(), symbol="EURUSD", timeframe="1m")
+    split = split_holdout(ev.n, 20, embargo_bars=30)
+
+    def spec(direction: str, thr: float):
+        return load_spec({
+            "name": "cand", "params": {"thr": thr}, "space": {"thr": {"type": "float", "low": 0, "high": 100}},
+            "indicators": {"rsi": {"fn": "RSI", "inputs": {"close": "close"}, "params": {"timeperiod": 14}}},
+            "rules": [{"id": "e", "when": "crossover(rsi, thr)", "direction": direction}],
+            "exit": {"take_pct": 0.08, "stop_pct": 0.08},  # ~8.7 pips either way
+        })
+
+    family = [(d, thr) for d in ("long", "short") for thr in (15, 20, 25, 27, 30, 35, 40, 50, 60, 65, 70, 75)]
+    period = 60
+    with Ledger(tmp_path / "discover") as led:
+        cols = []
+        for d, thr in family:
+            e = ev.run(spec(d, thr), start=0, end=split.discovery_stop, metrics=["net_profit", "trade_count"])
+            r = e.returns
+            r = np.pad(r, (0, split.discovery_stop - len(r)))  # ruin stops the series; nothing here is ruined
+            led.record(candidate_id=f"{d}-{thr}", rule=f"entry {d}: crossover(rsi, thr)", params={"thr": thr},
+                       proposer="test_family", window=split.window(), is_returns=r, metrics=e.metrics)
+            cols.append(aggregate(r, period))
+        a = np.column_stack(cols)
+        planted = family.index(("long", 27))
+        c = ev.arrays["close"][: split.discovery_stop]
+        bh = aggregate(np.r_[0.0, np.diff(c)] * ev.bt.qty / ev.bt.initial_capital, period)
+        spa = spa_test(a, {"flat": np.zeros(len(a)), "buy_and_hold": bh}, reps=500)
+        assert spa.spa_p < 0.05 and planted in spa.superior
+        assert int(np.argmax(sharpe(a))) == planted
+        assert pbo_cscv(a, n_splits=16).pbo < 0.2
+        dsr = led.deflated_sharpe(np.repeat(a[:, planted] / period, period), period=period)
+        assert dsr["n_trials"] >= 2 and dsr["dsr"] > 0.95, dsr
+        guard = HoldoutGuard(led, split)
+        hold = guard.evaluate("long-27", lambda sl: ev.run(spec("long", 27), start=sl.start, end=sl.stop))
+        assert hold.metrics["net_profit"] > 0 and hold.metrics["trade_count"] >= 10
+        with pytest.raises(HoldoutReusedError):
+            guard.evaluate("long-27", lambda sl: None)

@@ -15,7 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aio.discover.gates import deflated_sharpe_ratio, effective_trials, sharpe, aggregate
+from aio.discover.gates import (
+    aggregate,
+    cluster_returns,
+    deflated_sharpe_from_trials,
+    deflated_sharpe_ratio,
+    effective_trials,
+    sharpe,
+)
 from aio.discover.ledger import Ledger, LedgerCorruptError, LedgerError, TrialRecord, canonical_rule
 from aio.errors import ConfigError
 from aio.strategy.evaluate import evaluate
@@ -88,8 +95,13 @@ def test_effective_trials_from_the_ledger(tmp_path):
         assert len(ids) == 24 and m.shape == (200, 24)
         best = m[:, 0] * 0 + rng.normal(2e-4, 1e-3, 200)
         d = led.deflated_sharpe(np.repeat(best / 60, 60), period=60)
-        ref = deflated_sharpe_ratio(aggregate(np.repeat(best / 60, 60), 60), sharpe(m), 4)
+        ref = deflated_sharpe_from_trials(aggregate(np.repeat(best / 60, 60), 60), m, floor=4)
         assert d["dsr"] == pytest.approx(ref["dsr"]) and d["n_trials"] == 4 and d["ledger_trials"] == 25
+        # the spread of the unskilled maximum comes from the three clusters, one Sharpe each
+        eff = effective_trials(m)
+        v = np.var(sharpe(cluster_returns(m, eff.labels)), ddof=1)
+        assert d["var_sharpe"] == pytest.approx(v) and d["var_sharpe_from"] == "clusters"
+        assert ref["dsr"] != pytest.approx(deflated_sharpe_ratio(aggregate(np.repeat(best / 60, 60), 60), sharpe(m), 4)["dsr"])
         assert effective_trials(m).n_eff == 3
 
 

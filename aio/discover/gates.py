@@ -318,6 +318,51 @@ def effective_trials(
                            threshold=threshold if method == "cluster" else None, labels=labels)
 
 
+def cluster_returns(returns: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """T x K returns of the K clusters: each an inverse-variance weighted mix of its trials
+    (López de Prado 2019, "A data science solution to the multiple-testing crisis in
+    financial research": one return series, hence one Sharpe ratio, per cluster)."""
+    m = _matrix(returns, "trial returns")
+    lab = np.asarray(labels)
+    out = []
+    for k in np.unique(lab):
+        cols = m[:, lab == k]
+        var = cols.var(axis=0)
+        if (var > 0).any():
+            w = np.where(var > 0, 1.0 / np.where(var > 0, var, 1.0), 0.0)
+            out.append(cols @ (w / w.sum()))
+        else:
+            out.append(cols[:, 0])
+    return np.column_stack(out) if out else np.zeros((m.shape[0], 0))
+
+
+def deflated_sharpe_from_trials(
+    selected: np.ndarray,
+    trials: np.ndarray,
+    *,
+    floor: int = 1,
+    method: Literal["cluster", "eigen"] = "cluster",
+    threshold: float = 0.5,
+) -> dict:
+    """DSR of the ``selected`` returns after the T x N ``trials`` (same periods).
+
+    N is replaced by the effective number of trials (:func:`effective_trials`, never
+    below ``floor`` = the distinct rules). With clustering, the spread of the unskilled
+    maximum comes from the clusters' Sharpe ratios (one per cluster), so a sweep of
+    near-identical parameter sets does not inflate it; with ``eigen``, from all trials.
+    """
+    eff = effective_trials(trials, method=method, threshold=threshold, floor=floor)
+    m = _matrix(trials, "trial returns")
+    if method == "cluster" and eff.labels is not None and m.shape[1]:
+        sharpes, source = sharpe(cluster_returns(m, eff.labels)), "clusters"
+    else:
+        sharpes, source = sharpe(m), "trials"
+    out = deflated_sharpe_ratio(selected, sharpes, eff.n_eff)
+    out["effective_trials"] = eff.summary()
+    out["var_sharpe_from"] = source
+    return out
+
+
 def probabilistic_sharpe_ratio(returns: np.ndarray, sr_benchmark: float = 0.0) -> float:
     """PSR: P(true per-period Sharpe > ``sr_benchmark``) given the sample's length, skew, kurtosis."""
     mo = return_moments(np.asarray(returns, dtype=np.float64))

@@ -370,14 +370,20 @@ class Ledger:
     def deflated_sharpe(self, returns: np.ndarray, which: Literal["is", "oos"] = "is", *, period: int = 60,
                         method: Literal["cluster", "eigen"] = "cluster", threshold: float = 0.5) -> dict:
         """DSR of a selected candidate's bar ``returns`` against this ledger's trials
-        (both summed over ``period`` bars so their Sharpe ratios are comparable)."""
-        from aio.discover.gates import aggregate, deflated_sharpe_ratio, sharpe
+        (both summed over ``period`` bars so their Sharpe ratios are comparable); see
+        :func:`aio.discover.gates.deflated_sharpe_from_trials`."""
+        from aio.discover.gates import aggregate, deflated_sharpe_from_trials
 
-        eff = self.effective_trials(which, period=period, method=method, threshold=threshold)
         _, m = self.return_matrix(which, period)
-        sharpes = sharpe(m) if m.size else np.zeros(0)
-        out = deflated_sharpe_ratio(aggregate(np.asarray(returns, dtype=np.float64), period), sharpes, eff.n_eff)
-        out["effective_trials"] = eff.summary()
+        floor = max(1, self.n_distinct_rules)
+        sel = aggregate(np.asarray(returns, dtype=np.float64), period)
+        if m.size == 0:
+            from aio.discover.gates import deflated_sharpe_ratio
+
+            out = deflated_sharpe_ratio(sel, np.zeros(0), floor)
+            out["effective_trials"] = {"n_eff": floor, "n_trials": 0, "floor": floor, "method": method}
+        else:
+            out = deflated_sharpe_from_trials(sel, m, floor=floor, method=method, threshold=threshold)
         out["ledger_trials"] = self.n_trials
         out["period_bars"] = period
         return out
