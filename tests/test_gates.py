@@ -340,3 +340,4 @@ def test_gates_find_the_planted_rule_after_costs(tmp_path):
         assert hold.metrics["net_profit"] > 0 and hold.metrics["trade_count"] >= 10
         with pytest.raises(HoldoutReusedError):
             guard.evaluate("long-27", lambda sl: None)
+        assert guard.result("long-27")["net_profit"] == pytest.approx(hold.metrics["net_profit"])

@@ -98,7 +98,8 @@ class HoldoutGuard:
     def evaluate(self, candidate_id: str, fn: Callable[[slice], T], *, summary: Callable[[T], Any] | None = None) -> T:
         """Run ``fn(split.holdout)`` for ``candidate_id`` once; a second call raises.
 
-        ``summary(result)`` (default: the result itself if JSON-able) is stored with the claim.
+        ``summary(result)`` is stored with the claim (default: ``result.metrics`` for an
+        :class:`aio.backtest.evaluator.Evaluation`, else the result if JSON-able).
         """
         window = _json(self.split.window())
         try:
@@ -117,11 +118,14 @@ class HoldoutGuard:
                 f"seen once per candidate, so its result is the one stored in {self.ledger.path}"
             ) from None
         result = fn(self.split.holdout)
-        stored = summary(result) if summary is not None else result
+        if summary is not None:
+            stored = summary(result)
+        else:  # an Evaluation keeps its metrics; plain values are stored as they are
+            stored = getattr(result, "metrics", result)
         try:
             text = _json(stored)
         except TypeError:
-            text = json.dumps({"repr": repr(stored)})
+            text = json.dumps({"repr": repr(stored)[:2000]})
         self._db.execute("BEGIN IMMEDIATE")
         self._db.execute("UPDATE holdout SET finished = ?, result = ? WHERE candidate_id = ?",
                          (time.time(), text, candidate_id))
