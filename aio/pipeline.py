@@ -371,9 +371,15 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
         t0 = time.perf_counter()
         STAGES[name](r)
         r.timings[name] = round(time.perf_counter() - t0, 3)
+    from aio.labels import label_run_folder, synthetic_note
+
+    note = synthetic_note(r.market.meta if r.market is not None else None)
     r.metrics["synthetic"] = r.synthetic
     if r.synthetic:
-        r.metrics["synthetic_note"] = "SYNTHETIC DATA: results come from simulated ticks, not a market"
+        r.metrics["synthetic_note"] = note
+        plant = (r.market.meta or {}).get("plant")
+        if plant:
+            r.metrics["plant"] = {k: v for k, v in plant.items() if k != "event_ts_init"}
     r.metrics["timings_s"] = r.timings
     if r.conversion is not None:
         r.metrics["account"] = {"currency": r.conversion.account, "quote": r.conversion.quote,
@@ -396,9 +402,7 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
         "plugins": registry.loaded_sources,
     }
     (run_dir / "manifest.json").write_text(dumps(manifest))
-    from aio.labels import label_run_folder
-
-    label_run_folder(run_dir, r.synthetic)
+    label_run_folder(run_dir, r.synthetic, note)
     r.objective = objective_of(r)
     log.info("run finished", seconds=round(sum(r.timings.values()), 2))
     print(f"run_dir: {run_dir}", flush=True)
