@@ -7,6 +7,14 @@ touch neither the network nor LZMA. Hours of recent days (whose files may still 
 published) are fetched for the requested range only and never catalogued; their
 empty answers are not cached either. A killed run resumes from the raw cache: every
 hour already cached is skipped.
+
+An empty answer (404 or a 0-byte file) is believed only where the market calendar
+expects one: inside market hours, an empty hour whose run of empty hours has ticks on
+both sides is ``suspect_empty`` (:func:`quality.suspect_empty`). It is asked from the
+JSON API when ``failover=json_api``; if that has nothing either it is recorded as
+suspect in the raw cache (never as a verified empty hour), its day is kept out of the
+catalog so the next run asks again, the summary and ``data_quality.json`` list it, and
+the run warns (``strict=true``: fails).
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from aio.data.dukascopy.catalog import Catalog, frame_from_columns
 from aio.data.dukascopy.config import DukascopyConfig
 from aio.data.dukascopy.fetch import CircuitOpenError, Fetcher, FetchFailedError, Policy, make_client
 from aio.data.dukascopy.instruments import lookup
-from aio.data.dukascopy.quality import hour_ranges, quality_report
+from aio.data.dukascopy.quality import MAX_LISTED, hour_ranges, quality_report, suspect_empty
 from aio.errors import DataError
 from aio.records import NS_PER_HOUR, MarketData
 
@@ -76,6 +84,10 @@ class Outcome:
     retries: int = 0
     bytes: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    fresh_empty: dict[int, str] = field(default_factory=dict)  # empty answers of final days, not judged yet
+    suspect: dict[int, str] = field(default_factory=dict)  # hour -> why it looks like a hole
+    held: dict[int, np.ndarray] = field(default_factory=dict)  # ticks of days kept out of the catalog
+    days_held: int = 0
 
     def count(self, source: str) -> None:
         self.by_source[source] = self.by_source.get(source, 0) + 1
@@ -106,6 +118,8 @@ class DukascopySource:
         summary = self._summary(plan, outcome, time.perf_counter() - t0)
         if outcome.failed:
             raise DataError(self._failure_message(outcome))
+        if outcome.suspect:
+            self._suspect_alarm(outcome, summary)
         log.info("dukascopy range ready", **{k: summary[k] for k in ("symbol", "days", "days_written", "elapsed_s")})
         return summary
 
@@ -113,15 +127,18 @@ class DukascopySource:
         """Ticks of ``[start, end)`` sorted by ts_event, with quality and provenance."""
         summary = self.download()
         plan = self.plan()
-        lf = self.catalog.scan(plan.days)
+        out = self._outcome or Outcome()
+        lf = self.catalog.scan([d for d in plan.days if self.catalog.has(d)])
         frame = lf.filter((pl.col("ts_event") >= self.start_ns) & (pl.col("ts_event") < self.end_ns)).collect()
-        recent = self._outcome.recent if self._outcome else {}
-        if recent:
-            cols = [tick_columns(recent[h], h, self.instrument.decimal_factor) for h in sorted(recent)]
+        loose = {**out.recent, **out.held}  # hours not (yet) in the catalog
+        if loose:
+            cols = [tick_columns(loose[h], h, self.instrument.decimal_factor) for h in sorted(loose)]
             extra = frame_from_columns(cols).filter(
                 (pl.col("ts_event") >= self.start_ns) & (pl.col("ts_event") < self.end_ns)
             )
             frame = pl.concat([frame, extra], how="vertical") if frame.height else extra
+            if not frame.get_column("ts_event").is_sorted():  # a held day sits between catalogued ones
+                frame = frame.sort("ts_event", maintain_order=True)
         quality = quality_report(
             frame,
             plan.first_hour,
@@ -139,7 +156,14 @@ class DukascopySource:
             volume_units="millions of base units (bi5 float32)",
             json_api_hours=summary["hours"].get("json_api", 0),
             download={k: summary[k] for k in ("requests", "retries", "failure_reasons", "hours")},
+            suspect_empty_hours=len(out.suspect),
+            suspect_empty=summary["suspect_empty"][:MAX_LISTED],
         )
+        if out.suspect:
+            quality["suspect_empty_note"] = (
+                "empty answers inside market hours with ticks on both sides: not cached as empty, their days not "
+                "catalogued, asked again on the next run"
+            )
         return MarketData(
             kind="ticks",
             frame=frame,
@@ -220,14 +244,64 @@ class DukascopySource:
     async def _build_day(self, day: date, out: Outcome) -> None:
         h0 = _day_first_hour(day)
         await asyncio.to_thread(self.cache.sweep_tmp, self.cache.path(h0).parent)  # leftovers of killed runs
-        arrays = await asyncio.gather(*(self._hour(h, out, cache_empty=True) for h in range(h0, h0 + 24)))
+        arrays = list(await asyncio.gather(*(self._hour(h, out, cache_empty=True) for h in range(h0, h0 + 24))))
         if any(a is None for a in arrays):
             return  # a failed hour: the day stays uncatalogued, its good hours stay cached
+        suspect = await self._judge_empty(h0, arrays, out)
+        if suspect:
+            # not catalogued, so the next run asks for the suspect hours again; this run uses what it has
+            out.held.update({h0 + i: a for i, a in enumerate(arrays) if a.size})
+            out.days_held += 1
+            return
         f = self.instrument.decimal_factor
         cols = [tick_columns(a, h0 + i, f) for i, a in enumerate(arrays) if a.size]
         frame = frame_from_columns(cols)
         await asyncio.to_thread(self.catalog.write, day, frame)
         out.days_written += 1
+
+    async def _judge_empty(self, h0: int, arrays: list[np.ndarray], out: Outcome) -> list[int]:
+        """Settle the day's empty answers: believed ones are cached as empty, suspect ones are
+        tried on the JSON API, then recorded as suspect. Returns the hours still suspect."""
+        fresh = [h for h in range(h0, h0 + 24) if h in out.fresh_empty]
+        if not fresh:
+            return []
+        has = np.array([a.size > 0 for a in arrays])
+        sus = suspect_empty(h0, has, self.instrument.trades_weekends)
+        left = []
+        for h in fresh:
+            reason = out.fresh_empty.pop(h)
+            if not sus[h - h0]:
+                await asyncio.to_thread(self.cache.put, h, b"")
+                out.count("empty")
+                continue
+            if self._json is not None:
+                arr, why = await self._json_hour(h, out)
+                if arr is not None:
+                    arrays[h - h0] = arr
+                    continue
+                reason = f"{reason}; {why}"
+            out.suspect[h] = reason
+            out.count("suspect_empty")
+            await asyncio.to_thread(self.cache.mark_suspect, h, reason)
+            left.append(h)
+        return left
+
+    async def _json_hour(self, hour: int, out: Outcome) -> tuple[np.ndarray | None, str]:
+        """Ticks of a suspect hour from the JSON API (cached), or None and why not."""
+        url = jsonapi.tick_url(self.cfg.json_api_url, self.instrument.json_code, hour)
+        factor = self.instrument.decimal_factor
+        try:
+            got = await self._json.get(url, lambda b: jsonapi.decode_json_ticks(b, hour, factor))
+        except (FetchFailedError, CircuitOpenError) as exc:
+            return None, f"JSON API failed: {exc}"
+        if got is None:
+            return None, "JSON API: 404"
+        body, arr = got
+        if arr.size == 0:
+            return None, "JSON API: no ticks either"
+        await asyncio.to_thread(self.cache.put, hour, body, "json")
+        out.count("json_api")
+        return arr, ""
 
     async def _hour(self, hour: int, out: Outcome, *, cache_empty: bool) -> np.ndarray | None:
         """Records of one hour (cache, then bi5 feed, then failover); None when it failed."""
@@ -237,6 +311,10 @@ class DukascopySource:
                 out.count("cache")
                 return cached
             if self.cfg.offline:
+                why = self.cache.suspect(hour) if cache_empty else None
+                if why is not None:  # judged again with the day, as if just answered
+                    out.fresh_empty[hour] = f"{why} (recorded by an earlier run)"
+                    return EMPTY
                 out.failed[hour] = "not cached (offline)"
                 return None
             return await self._fetch_hour(hour, out, cache_empty)
@@ -269,9 +347,10 @@ class DukascopySource:
                 return None
             return await self._failover(hour, out, str(exc))
         if got is None or not got[0]:
-            if cache_empty:
-                await asyncio.to_thread(self.cache.put, hour, b"")
-            out.count("empty")
+            if cache_empty:  # believed or not once the day's other hours are known
+                out.fresh_empty[hour] = "404" if got is None else "empty file (HTTP 200, 0 bytes)"
+            else:
+                out.count("empty")
             return EMPTY
         body, arr = got
         await asyncio.to_thread(self.cache.put, hour, body)
@@ -304,7 +383,11 @@ class DukascopySource:
             "days": len(plan.days),
             "days_catalogued_before": len(plan.catalogued),
             "days_written": out.days_written,
+            "days_held_out": out.days_held,
             "hours": dict(src) | {"failed": len(out.failed)},
+            "suspect_empty": hour_ranges(np.array(sorted(out.suspect), dtype=np.int64)),
+            "suspect_empty_reasons": {r: sum(1 for v in out.suspect.values() if v == r)
+                                      for r in dict.fromkeys(out.suspect.values())},
             "recent_hours": len(plan.recent_hours),
             "future_hours": len(plan.future_hours),
             "requests": out.requests,
@@ -315,6 +398,22 @@ class DukascopySource:
             "cache_dir": str(self.cache.root),
             "catalog_dir": str(self.catalog.root),
         }
+
+    def _suspect_alarm(self, out: Outcome, summary: dict[str, Any]) -> None:
+        ranges = summary["suspect_empty"]
+        shown = ", ".join(ranges[:10]) + (f" (+{len(ranges) - 10} more ranges)" if len(ranges) > 10 else "")
+        first = out.suspect[min(out.suspect)]
+        if self.cfg.strict:
+            raise DataError(
+                f"{len(out.suspect)} hours of {self.symbol} came back empty inside market hours with ticks on both "
+                f"sides: {shown} (first: {first}). They look like holes in the feed, not a quiet market, so they "
+                "were not cached as empty and their days were not catalogued. Re-run later to ask again"
+                + ("" if self.cfg.failover == "json_api" else ", set data.failover=json_api to ask the JSON API too")
+                + ", or set data.strict=false to continue with the gap (listed in data_quality.json)."
+            )
+        log.warning("dukascopy hours empty inside market hours (suspect_empty): kept out of the catalog, "
+                    "asked again next run", symbol=self.symbol, hours=len(out.suspect), ranges=ranges[:10],
+                    first_reason=first, fix="re-run later; data.failover=json_api; data.strict=true makes this an error")
 
     def _failure_message(self, out: Outcome) -> str:
         hours = np.array(sorted(out.failed), dtype=np.int64)
