@@ -38,7 +38,8 @@ from aio.data.dukascopy.catalog import Catalog, frame_from_columns
 from aio.data.dukascopy.config import DukascopyConfig
 from aio.data.dukascopy.fetch import CircuitOpenError, Fetcher, FetchFailedError, Policy, make_client
 from aio.data.dukascopy.instruments import lookup
-from aio.data.dukascopy.quality import MAX_LISTED, hour_ranges, quality_report, suspect_empty
+from aio.data.dukascopy.locks import POLL_S, HourLocks
+from aio.data.dukascopy.quality import MAX_LISTED, hour_ranges, market_closed, quality_report, suspect_empty
 from aio.errors import DataError
 from aio.records import NS_PER_HOUR, MarketData
 
@@ -106,6 +107,8 @@ class DukascopySource:
         self.start_ns = int(cfg.start_dt.timestamp() * 1_000_000) * 1_000
         self.end_ns = int(cfg.end_dt.timestamp() * 1_000_000) * 1_000
         self._outcome: Outcome | None = None
+        self._verified: set[tuple[date, int, int]] = set()  # (day, mtime_ns, size) checked this run
+        self.rebuilt: dict[str, str] = {}  # day file -> why it failed its self-check
         self.clock: Callable[[], float] = time.time  # what "now" is; which days are final depends on it
 
     # -- public contract ------------------------------------------------------------
@@ -128,8 +131,16 @@ class DukascopySource:
         summary = self.download()
         plan = self.plan()
         out = self._outcome or Outcome()
-        lf = self.catalog.scan([d for d in plan.days if self.catalog.has(d)])
-        frame = lf.filter((pl.col("ts_event") >= self.start_ns) & (pl.col("ts_event") < self.end_ns)).collect()
+        days = [d for d in plan.days if self.catalog.has(d)]
+        lf = self.catalog.scan(days)
+        try:
+            frame = lf.filter((pl.col("ts_event") >= self.start_ns) & (pl.col("ts_event") < self.end_ns)).collect()
+        except (pl.exceptions.PolarsError, OSError) as exc:  # checked a moment ago: changed under us since
+            raise DataError(
+                f"catalog files of {self.symbol} changed while this run read them ({type(exc).__name__}: {exc}); "
+                f"days {days[0]}..{days[-1]} under {self.catalog.symbol_dir}. Re-run: each day file is checked "
+                "against its record and rebuilt from the raw cache when damaged"
+            ) from None
         loose = {**out.recent, **out.held}  # hours not (yet) in the catalog
         if loose:
             cols = [tick_columns(loose[h], h, self.instrument.decimal_factor) for h in sorted(loose)]
@@ -155,7 +166,7 @@ class DukascopySource:
             end=self.cfg.end_dt.isoformat(),
             volume_units="millions of base units (bi5 float32)",
             json_api_hours=summary["hours"].get("json_api", 0),
-            download={k: summary[k] for k in ("requests", "retries", "failure_reasons", "hours")},
+            download={k: summary[k] for k in ("requests", "retries", "failure_reasons", "hours", "days_rebuilt")},
             suspect_empty_hours=len(out.suspect),
             suspect_empty=summary["suspect_empty"][:MAX_LISTED],
         )
@@ -195,12 +206,32 @@ class DukascopySource:
         while _day_first_hour(day) < end:
             h0 = _day_first_hour(day)
             if h0 + 24 <= now_hour - SETTLE_HOURS:
-                (catalogued if self.catalog.has(day) else final).append(day)
+                (catalogued if self._usable(day) else final).append(day)
             else:
                 for h in range(max(h0, first), min(h0 + 24, end)):
                     (recent if h < now_hour else future).append(h)
             day += timedelta(days=1)
         return Plan(first, end, catalogued, final, recent, future)
+
+    def _usable(self, day: date) -> bool:
+        """Is the day in the catalog and intact? A damaged day file is removed (to be rebuilt)."""
+        path = self.catalog.day_path(day)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        key = (day, st.st_mtime_ns, st.st_size)
+        if key in self._verified:
+            return True
+        why = self.catalog.verify(day)
+        if why is None:
+            self._verified.add(key)
+            return True
+        log.warning("catalog day file failed its self-check; rebuilding it from the raw cache (or the feed)",
+                    path=str(path), reason=why)
+        self.rebuilt[str(path)] = why
+        self.catalog.drop(day)
+        return False
 
     # -- the run --------------------------------------------------------------------
     async def _resolve(self, plan: Plan) -> Outcome:
@@ -228,10 +259,13 @@ class DukascopySource:
                 if arr is not None:
                     out.recent[h] = arr
 
+            self._locks = HourLocks(self.cache.root, self.symbol)
+            self._slots = asyncio.Semaphore(cfg.concurrency)
             try:
                 await asyncio.gather(*(day_task(d) for d in plan.final), *(recent_task(h) for h in plan.recent_hours))
             finally:
                 bar.close()
+                self._locks.close()
         for f in (self._bi5, self._json):
             if f is not None:
                 out.requests += f.stats.requests
@@ -317,7 +351,21 @@ class DukascopySource:
                     return EMPTY
                 out.failed[hour] = "not cached (offline)"
                 return None
-            return await self._fetch_hour(hour, out, cache_empty)
+            wait = POLL_S[0]
+            while True:
+                # a slot first, then the hour's lock: a run holds only the hours it is fetching
+                async with self._slots:
+                    if self._locks.try_lock(hour):
+                        try:
+                            cached = await asyncio.to_thread(self._read_cached, hour)  # the other run's work
+                            if cached is not None:
+                                out.count("cache")
+                                return cached
+                            return await self._fetch_hour(hour, out, cache_empty)
+                        finally:
+                            self._locks.unlock(hour)
+                await asyncio.sleep(wait)  # another run is fetching it: other hours first
+                wait = min(2 * wait, POLL_S[1])
         finally:
             self._bar.update(1)
 
@@ -347,7 +395,10 @@ class DukascopySource:
                 return None
             return await self._failover(hour, out, str(exc))
         if got is None or not got[0]:
-            if cache_empty:  # believed or not once the day's other hours are known
+            if cache_empty and market_closed(np.array([hour]), self.instrument.trades_weekends)[0]:
+                await asyncio.to_thread(self.cache.put, hour, b"")  # the calendar expects it
+                out.count("empty")
+            elif cache_empty:  # believed or not once the day's other hours are known
                 out.fresh_empty[hour] = "404" if got is None else "empty file (HTTP 200, 0 bytes)"
             else:
                 out.count("empty")
@@ -384,6 +435,7 @@ class DukascopySource:
             "days_catalogued_before": len(plan.catalogued),
             "days_written": out.days_written,
             "days_held_out": out.days_held,
+            "days_rebuilt": dict(self.rebuilt),
             "hours": dict(src) | {"failed": len(out.failed)},
             "suspect_empty": hour_ranges(np.array(sorted(out.suspect), dtype=np.int64)),
             "suspect_empty_reasons": {r: sum(1 for v in out.suspect.values() if v == r)
