@@ -267,3 +267,22 @@ def test_task_dataset_on_the_tradingview_file_builds_rows(tmp_path, tv_dir):
     assert metrics["dataset"]["rows"] > 1500
     quality = json.loads((run_dir / "data_quality.json").read_text())
     assert quality["source"]["spread"]["source"] == "unknown"
+
+
+@pytest.mark.slow
+def test_a_model_trains_on_tradingview_bars_without_a_spread(tmp_path, tv_dir):
+    run_dir = tmp_path / "train"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aio", "task=train", "model=knn_analogs", "data=file",
+         f"data.path={tv_dir / 'ohlcv.csv'}", "data.end=2023-05-15", "data.spread_pips=0.8",
+         "dataset.store.location=run", "dataset.progress=false", f"hydra.run.dir={run_dir}"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["model"]["model"] == "knn_analogs" and metrics["model"]["oos_rows"] > 1000
+    quality = json.loads((run_dir / "data_quality.json").read_text())
+    assert quality["source"]["spread"] == {"source": "assumed", "pips": 0.8, "note": quality["source"]["spread"]["note"]}
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["data"]["meta"]["spread"]["source"] == "assumed"
