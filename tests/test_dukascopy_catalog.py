@@ -98,10 +98,23 @@ def test_a_corrupted_day_file_of_the_same_size_is_caught_by_its_checksum(tmp_pat
     assert md.frame.equals(reference)
 
 
-def test_a_day_file_without_its_record_is_rebuilt(tmp_path, mirror, reference):
-    md, part, warns = _damage_and_reload(tmp_path, mirror, lambda p: p.with_name("part-0.json").unlink())
-    assert warns and "no record" in warns[0]["reason"]
-    assert md.frame.equals(reference) and part.with_name("part-0.json").is_file()
+def test_a_day_file_from_before_records_is_adopted_if_whole_else_rebuilt(tmp_path, mirror, reference):
+    def legacy(p: Path) -> None:
+        p.with_name("part-0.json").unlink()
+
+    md, part, warns = _damage_and_reload(tmp_path, mirror, legacy)
+    assert not warns and mirror.requests() == []
+    rec = json.loads(part.with_name("part-0.json").read_text())  # recorded as it is, nothing fetched or rebuilt
+    assert rec["rows"] == reference.height and md.frame.equals(reference)
+    assert md.quality["download"]["days_rebuilt"] == {}
+
+    def legacy_truncated(p: Path) -> None:
+        p.with_name("part-0.json").unlink()
+        p.write_bytes(p.read_bytes()[:1000])
+
+    md, part, warns = _damage_and_reload(tmp_path / "t", mirror, legacy_truncated)
+    assert warns and "no record and cannot be read" in warns[0]["reason"] and mirror.requests() == []
+    assert md.frame.equals(reference)
 
 
 def test_a_damaged_day_without_raw_files_is_fetched_again(tmp_path, mirror, reference):

@@ -11,9 +11,9 @@ ticks (a Saturday) is a zero-row file, so a re-run knows it is done. Scan it laz
 
 Each day file has a record beside it, ``part-0.json``: its row count, byte size and
 BLAKE2b checksum, written with it. A run that uses a day checks the file against its
-record first (:meth:`Catalog.verify`); a truncated, corrupted or unrecorded file is
+record first (:meth:`Catalog.verify`); a truncated or corrupted file is
 named in a warning, removed, and rebuilt from the raw cache (or fetched again), never
-read as is.
+read as is. A file from before records is read whole once and recorded if it is sound.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ from aio.records import TICK_SCHEMA
 
 PART = "part-0.parquet"
 RECORD = "part-0.json"
+NO_RECORD = "it has no record (written by an aio without catalog records)"
+NS_PER_DAY = 86_400 * 10**9
 
 
 def empty_ticks() -> pl.DataFrame:
@@ -97,7 +99,7 @@ class Catalog:
             record = json.loads(self.record_path(day).read_text())
             rows, size, digest = int(record["rows"]), int(record["bytes"]), str(record["blake2b"])
         except FileNotFoundError:
-            return "it has no record (written by an older aio, or the run writing it was killed)"
+            return NO_RECORD
         except (ValueError, KeyError, TypeError) as exc:
             return f"its record {RECORD} is unreadable ({exc})"
         try:
@@ -114,6 +116,26 @@ class Catalog:
             return f"it cannot be read ({type(exc).__name__}: {exc})"
         if n != rows:
             return f"it has {n} rows, its record says {rows}"
+        return None
+
+    def adopt(self, day: date) -> str | None:
+        """Record a day file written before records existed, if it reads whole and holds
+        sorted ticks of that day only (so old catalogs are not downloaded again); else why not."""
+        path = self.day_path(day)
+        try:
+            frame = pl.read_parquet(path)
+        except (pl.exceptions.PolarsError, OSError) as exc:
+            return f"it has no record and cannot be read ({type(exc).__name__}: {exc})"
+        if dict(frame.schema) != dict(TICK_SCHEMA):
+            return f"it has no record and its columns are {dict(frame.schema)}"
+        ts = frame.get_column("ts_event")
+        lo = (day - date(1970, 1, 1)).days * NS_PER_DAY
+        if frame.height and (not ts.is_sorted() or ts.min() < lo or ts.max() >= lo + NS_PER_DAY):
+            return "it has no record and its ticks are unsorted or outside the day"
+        record = {"rows": frame.height, "bytes": path.stat().st_size, "blake2b": file_digest(path)}
+        tmp = path.with_name(f".{RECORD}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, self.record_path(day))
         return None
 
     def drop(self, day: date) -> None:

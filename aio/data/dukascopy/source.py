@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from aio.data.dukascopy import jsonapi
 from aio.data.dukascopy.bi5 import TICK_DTYPE, CorruptFileError, decode_ticks, tick_columns, tick_path
 from aio.data.dukascopy.cache import RawCache
-from aio.data.dukascopy.catalog import Catalog, frame_from_columns
+from aio.data.dukascopy.catalog import NO_RECORD, Catalog, frame_from_columns
 from aio.data.dukascopy.config import DukascopyConfig
 from aio.data.dukascopy.fetch import CircuitOpenError, Fetcher, FetchFailedError, Policy, make_client
 from aio.data.dukascopy.instruments import lookup
@@ -224,6 +224,10 @@ class DukascopySource:
         if key in self._verified:
             return True
         why = self.catalog.verify(day)
+        if why == NO_RECORD:
+            why = self.catalog.adopt(day)
+            if why is None:
+                log.info("catalog day file had no record: read it whole, recorded it", path=str(path))
         if why is None:
             self._verified.add(key)
             return True
