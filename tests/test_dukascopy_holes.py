@@ -173,3 +173,33 @@ def test_suspect_empty_rule():
     ticks[12] = False
     assert np.flatnonzero(suspect_empty(SAT, ticks, trades_weekends=True)).tolist() == [12]
     assert not suspect_empty(SAT, ticks).any()
+
+
+@pytest.mark.slow
+def test_the_app_lists_suspect_hours_and_strict_fails(feed, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def aio(m: Mirror, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "aio", "data=dukascopy", "data.symbol=GBPJPY", "data.start=2012-12-03",
+             "data.end=2012-12-04", f"data.base_url={m.base_url}", f"data.cache_dir={tmp_path / 'raw'}",
+             f"data.catalog_dir={tmp_path / 'catalog'}", "data.progress=false", *args],
+            cwd=repo, capture_output=True, text=True, env=env, timeout=600)
+
+    with Mirror(root=feed) as m:
+        m.inject(H10, "404")
+        run = aio(m, f"hydra.run.dir={tmp_path / 'run'}")
+        assert run.returncode == 0, run.stdout + run.stderr
+        quality = json.loads((tmp_path / "run" / "data_quality.json").read_text())["source"]
+        assert quality["suspect_empty"] == ["2012-12-03T10:00Z/2012-12-03T11:00Z"]
+        assert quality["download"]["hours"]["suspect_empty"] == 1
+        m.inject(H10, "empty")
+        strict = aio(m, "task=download", "data.strict=true", f"hydra.run.dir={tmp_path / 'strict'}")
+    assert strict.returncode != 0
+    err = strict.stdout + strict.stderr
+    assert "2012-12-03T10:00Z/2012-12-03T11:00Z" in err and "data.strict=false" in err
