@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +84,7 @@ def test_a_truncated_day_file_is_rebuilt_from_the_raw_cache(tmp_path, mirror, re
     assert md.frame.equals(reference)  # no ComputeError: the day was rebuilt before it was read
     assert warns and warns[0]["path"] == str(part) and "truncated" in warns[0]["reason"]
     assert str(part) in md.quality["download"]["days_rebuilt"]
-    assert make_source(tmp_path, mirror).catalog.verify(__import__("datetime").date(2019, 2, 4)) is None
+    assert make_source(tmp_path, mirror).catalog.verify(date(2019, 2, 4)) is None
 
 
 def test_a_corrupted_day_file_of_the_same_size_is_caught_by_its_checksum(tmp_path, mirror, reference):
@@ -175,4 +176,4 @@ def test_two_processes_on_one_range_fetch_each_file_once(node, tmp_path):
     assert sum(fetched) == 48 and min(fetched) > 0
     for day in ("2019-02-04", "2019-02-05"):
         src = make_source(tmp_path, None, start=day, end=day[:-1] + str(int(day[-1]) + 1))
-        assert src.catalog.verify(__import__("datetime").date.fromisoformat(day)) is None
+        assert src.catalog.verify(date.fromisoformat(day)) is None

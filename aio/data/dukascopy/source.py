@@ -305,24 +305,27 @@ class DukascopySource:
             return []
         has = np.array([a.size > 0 for a in arrays])
         sus = suspect_empty(h0, has, self.instrument.trades_weekends)
-        left = []
+        reasons = {h: out.fresh_empty.pop(h) for h in fresh}
+        suspects = []
         for h in fresh:
-            reason = out.fresh_empty.pop(h)
-            if not sus[h - h0]:
+            if sus[h - h0]:
+                suspects.append(h)
+            else:
                 await asyncio.to_thread(self.cache.put, h, b"")
                 out.count("empty")
-                continue
-            if self._json is not None:
-                arr, why = await self._json_hour(h, out)
+        if self._json is not None and suspects:
+            answers = await asyncio.gather(*(self._json_hour(h, out) for h in suspects))
+            for h, (arr, why) in zip(list(suspects), answers):
                 if arr is not None:
                     arrays[h - h0] = arr
-                    continue
-                reason = f"{reason}; {why}"
-            out.suspect[h] = reason
+                    suspects.remove(h)
+                else:
+                    reasons[h] = f"{reasons[h]}; {why}"
+        for h in suspects:
+            out.suspect[h] = reasons[h]
             out.count("suspect_empty")
-            await asyncio.to_thread(self.cache.mark_suspect, h, reason)
-            left.append(h)
-        return left
+            await asyncio.to_thread(self.cache.mark_suspect, h, reasons[h])
+        return suspects
 
     async def _json_hour(self, hour: int, out: Outcome) -> tuple[np.ndarray | None, str]:
         """Ticks of a suspect hour from the JSON API (cached), or None and why not."""
