@@ -16,13 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from aio.config import build, param
 from aio.errors import ConfigError
 
+from aio.registry import choices
+
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("run", "download", "dataset", "train", "optimize", "similar", "analyze")
 
 
 @dataclass
 class RunSection:
-    task: str = param("run", choices=list(TASKS), help="what to run: the whole experiment or one part")
+    # tasks are registry entries (kind ``task``): pipeline.TASK_STAGES and any plugin task
+    task: str = param("run", choices=choices("task"), help="what to run: the whole experiment or one part")
     seed: int = param(42, ge=0)
     experiment: str | None = None
     plugins_dir: str | None = None
@@ -45,10 +47,27 @@ def experiments_dirs() -> list[Path]:
     return out
 
 
+def run_name(experiment: Any = None, strategy: Any = None) -> str:
+    """A run folder's name part: the experiment, else the strategy, else ``run`` (never ``None``)."""
+    import re
+
+    for v in (experiment, strategy):
+        if v not in (None, "", "None", "null"):
+            return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(v)).strip("-") or "run"
+    return "run"
+
+
+def register_resolvers() -> None:
+    """``${aio.run_name:${experiment},${strategy.name}}`` for conf/hydra's run folders."""
+    if not OmegaConf.has_resolver("aio.run_name"):
+        OmegaConf.register_new_resolver("aio.run_name", run_name)
+
+
 def register_experiments() -> list[str]:
     """Offer ``experiments/*.yaml`` to Hydra as the ``experiment`` group (package _global_)."""
     from hydra.core.config_store import ConfigStore
 
+    register_resolvers()
     cs = ConfigStore.instance()
     names = []
     for d in reversed(experiments_dirs()):  # earlier dirs win
@@ -70,8 +89,12 @@ def section(cfg: DictConfig, key: str) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
-    """(plugin object, its validated config) for the section ``key`` (default: the kind's group)."""
+def plugin_section(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
+    """(registry entry, validated config) for the section ``key`` (default: the kind's group).
+
+    Only the plugin's config type is imported, not its code: validating ``store``
+    does not load LanceDB.
+    """
     from aio.registry import KINDS, registry
 
     key = key or KINDS.get(kind) or kind
@@ -81,10 +104,16 @@ def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[A
         raise ConfigError(f"config section {key} needs a 'name' naming the {kind} plugin; known: {', '.join(registry.names(kind))}")
     plugin = registry.get_plugin(kind, name)
     if plugin.config is None or isinstance(plugin.config, dict):
-        return plugin.obj, sec
+        return plugin, sec
     # a plugin may ship its node as a dataclass instance (its defaults) or as the type
     schema = plugin.config if isinstance(plugin.config, type) else type(plugin.config)
-    return plugin.obj, build(schema, sec, key)
+    return plugin, build(schema, sec, key)
+
+
+def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
+    """(plugin object, its validated config) for the section ``key`` (default: the kind's group)."""
+    plugin, config = plugin_section(kind, cfg, key)
+    return plugin.obj, config
 
 
 def run_section(cfg: DictConfig) -> RunSection:
