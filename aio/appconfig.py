@@ -47,20 +47,44 @@ def experiments_dirs() -> list[Path]:
     return out
 
 
-def run_name(experiment: Any = None, strategy: Any = None) -> str:
-    """A run folder's name part: the experiment, else the strategy, else ``run`` (never ``None``)."""
+def run_name(experiment: Any = None, strategy: Any = None, overrides: Any = None) -> str:
+    """A run folder's name part: the experiment, else the strategy, else ``run`` (never ``None``).
+
+    ``overrides`` (a multirun's ``hydra.overrides.task``): when they sweep the strategy
+    (``strategy=a,b``) the sweep folder says ``strategy-sweep``, not the first strategy.
+    """
     import re
 
-    for v in (experiment, strategy):
-        if v not in (None, "", "None", "null"):
-            return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(v)).strip("-") or "run"
+    def clean(v: Any) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(v)).strip("-") or "run"
+
+    if experiment not in (None, "", "None", "null"):
+        return clean(experiment)
+    for o in list(overrides or []):
+        key, _, value = str(o).lstrip("+~").partition("=")
+        if key == "strategy" and "," in value:
+            return "strategy-sweep"
+    if strategy not in (None, "", "None", "null"):
+        return clean(strategy)
     return "run"
 
 
+def sweep_dir(base: str, stamp: str, experiment: Any = None, strategy: Any = None, overrides: Any = None) -> str:
+    """``BASE/STAMP_NAME`` for a multirun. Hydra resolves the sweep folder once for the sweep
+    and again inside each job (with that job's overrides, where ``strategy=a,b`` became
+    ``strategy=a``); a job finds the folder its sweep already made, so all jobs share it."""
+    made = sorted(p for p in Path(base).glob(f"{stamp}_*") if p.is_dir()) if Path(base).is_dir() else []
+    if made:
+        return str(Path(base) / made[-1].name)
+    return str(Path(base) / f"{stamp}_{run_name(experiment, strategy, overrides)}")
+
+
 def register_resolvers() -> None:
-    """``${aio.run_name:${experiment},${strategy.name}}`` for conf/hydra's run folders."""
+    """``aio.run_name`` / ``aio.sweep_dir`` for conf/hydra's run folders (never ``None``)."""
     if not OmegaConf.has_resolver("aio.run_name"):
         OmegaConf.register_new_resolver("aio.run_name", run_name)
+    if not OmegaConf.has_resolver("aio.sweep_dir"):
+        OmegaConf.register_new_resolver("aio.sweep_dir", sweep_dir)
 
 
 def register_experiments() -> list[str]:

@@ -74,6 +74,10 @@ def stage_count_bars(run):
     Path(run.artifact("bar_count.txt")).write_text(str(len(run.bars)))
 
 
+def stage_explode(run):
+    raise RuntimeError("boom: injected failure after the bars")
+
+
 def register(registry):
     registry.add("sizer", "half_test", HALF, config=HalfConfig)
     registry.add("sampler", "counting_random_test", counting_random)
@@ -81,3 +85,4 @@ def register(registry):
                  config={"kind": "sma_pair_test", "name": "sma_pair_test", "fast": 10, "slow": 30})
     registry.add("objective", "mean_trade_test", MEAN_TRADE)
     registry.add("task", "bars_only_test", ["ingest", "bars", stage_count_bars])
+    registry.add("task", "fails_test", ["ingest", "bars", stage_explode])
