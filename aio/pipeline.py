@@ -333,7 +333,12 @@ def validate(cfg: DictConfig, task: str) -> None:
         from aio.backtest import BacktestConfig
         from aio.sizing.chain import parse_chain
 
-        build(BacktestConfig, section(cfg, "backtest"), "backtest")
+        bt = build(BacktestConfig, section(cfg, "backtest"), "backtest")
+        symbol = (section(cfg, "data") or {}).get("symbol")
+        if symbol:  # an unknown instrument names the keys to set, before any data is read
+            import dataclasses
+
+            dataclasses.replace(bt, symbol=str(symbol)).instrument_spec()
         parse_chain(section(cfg, "sizer") or None)
         opt = section(cfg, "optimize")
         if opt and opt.get("name") not in (None, "none"):
