@@ -51,5 +51,6 @@ def setup_logging(run_dir: Path | None = None, level: str = "INFO") -> None:
         fh._aio = True  # type: ignore[attr-defined]
         root.addHandler(fh)
     root.setLevel(level)
-    for noisy in ("numba", "httpx", "httpcore", "matplotlib", "PIL", "urllib3", "lightning", "torch"):
+    for noisy in ("numba", "httpx", "httpcore", "matplotlib", "PIL", "urllib3", "lightning", "torch",
+                  "choreographer", "kaleido", "logistro", "browser_proc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -30,6 +30,7 @@ class PageCheck:
     full_screenshot: Path | None = None
     pixel_std: float = 0.0
     text: str = ""
+    evals: dict = field(default_factory=dict)  # name -> value of each probe script
 
     @property
     def remote_requests(self) -> list[str]:
@@ -43,7 +44,8 @@ def _std(png: bytes) -> float:
     return float(ImageStat.Stat(img).stddev[0])
 
 
-async def _check_one(browser, path: Path, shots: Path, width: int, height: int) -> PageCheck:
+async def _check_one(browser, path: Path, shots: Path, width: int, height: int, evals: dict, full_page: bool,
+                     timeout: float) -> PageCheck:
     res = PageCheck(path)
     tab = await browser.create_tab("about:blank")
 
@@ -76,7 +78,7 @@ async def _check_one(browser, path: Path, shots: Path, width: int, height: int) 
                            params={"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
     loaded = tab.subscribe_once("Page.loadEventFired")
     await tab.send_command("Page.navigate", params={"url": path.resolve().as_uri()})
-    await asyncio.wait_for(loaded, RENDER_TIMEOUT_S)
+    await asyncio.wait_for(loaded, timeout)
 
     async def evaluate(expr: str):
         r = await tab.send_command("Runtime.evaluate", params={"expression": expr, "returnByValue": True})
@@ -87,7 +89,7 @@ async def _check_one(browser, path: Path, shots: Path, width: int, height: int) 
              ".filter(d => d.querySelector('svg.main-svg') && d._fullLayout).length,"
              " w: document.documentElement.scrollWidth, h: document.documentElement.scrollHeight})")
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + RENDER_TIMEOUT_S
+    deadline = loop.time() + timeout
     while True:
         state = json.loads(await evaluate(probe))
         if state["ok"] >= state["n"] or loop.time() > deadline:
@@ -102,26 +104,36 @@ async def _check_one(browser, path: Path, shots: Path, width: int, height: int) 
     stem = path.parent.name + "_" + path.stem
     res.screenshot = shots / f"{stem}.png"
     res.screenshot.write_bytes(png)
-    full_h = min(int(state["h"]), 16000)
-    shot = await tab.send_command("Page.captureScreenshot", params={
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": width, "height": full_h, "scale": 0.5}})
-    if "result" in shot:
+    if full_page:  # the whole page at half scale, to look at
+        full_h = min(int(state["h"]), 16000)
+        shot = await tab.send_command("Page.captureScreenshot", params={
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": width, "height": full_h, "scale": 0.5}})
+    if full_page and "result" in shot:
         res.full_screenshot = shots / f"{stem}_full.png"
         res.full_screenshot.write_bytes(base64.b64decode(shot["result"]["data"]))
+    for name, expr in evals.items():
+        r = await tab.send_command("Runtime.evaluate", params={"expression": expr, "returnByValue": True,
+                                                               "awaitPromise": True})
+        res.evals[name] = r["result"]["result"].get("value")
     await tab.close()
     return res
 
 
-async def _check(paths: list[Path], shots: Path, width: int, height: int) -> list[PageCheck]:
+async def _check(paths: list[Path], shots: Path, width: int, height: int, evals: dict, full_page: bool,
+                 timeout: float) -> list[PageCheck]:
     from choreographer import Browser
 
     shots.mkdir(parents=True, exist_ok=True)
     # proxy to a closed port: any request that slips past the offline switch fails
     async with Browser(headless=True, proxy_server="http://127.0.0.1:9") as browser:
-        return [await _check_one(browser, p, shots, width, height) for p in paths]
+        return [await _check_one(browser, p, shots, width, height, evals, full_page, timeout) for p in paths]
 
 
-def check_pages(paths: list[Path], shots: Path, width: int = 1920, height: int = 1080) -> list[PageCheck]:
-    """Load each page, wait for its plotly figures, collect errors, take screenshots."""
-    return asyncio.run(_check(list(paths), shots, width, height))
+def check_pages(paths: list[Path], shots: Path, width: int = 1920, height: int = 1080,
+                evals: dict | None = None, full_page: bool = False,
+                timeout: float = RENDER_TIMEOUT_S) -> list[PageCheck]:
+    """Load each page, wait (up to ``timeout`` s) for its plotly figures, collect errors,
+    screenshot the first screen (and the whole page with ``full_page``), then run each
+    probe script of ``evals`` (awaited) on it."""
+    return asyncio.run(_check(list(paths), shots, width, height, dict(evals or {}), full_page, timeout))

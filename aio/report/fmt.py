@@ -15,10 +15,17 @@ FRACTION_KEYS = {"cagr", "var_95", "cvar_95", "dsr", "psr", "coverage", "accurac
 PERCENT_KEYS = {"win_rate"}  # already in percent, without the _pct suffix
 MONEY_KEYS = {"net_profit", "max_drawdown", "expectancy", "avg_win", "avg_loss", "pnl", "commission",
               "gross_profit", "gross_loss", "initial_capital", "final_equity", "largest_win", "largest_loss",
-              "is_net_profit", "oos_net_profit", "mae", "mfe", "pnl_quote"}
-COUNT_KEYS = {"id", "trade_count", "trades", "bars", "is_bars", "oos_bars", "n_trials", "complete", "pruned", "failed",
+              "is_net_profit", "oos_net_profit", "mae_money", "mfe_money", "pnl_quote"}
+COUNT_KEYS = {"id", "rank", "warning_count", "trade_count", "trades", "bars", "is_bars", "oos_bars", "n_trials", "complete", "pruned", "failed",
               "is_trades", "oos_trades", "oos_rows", "rows", "fold", "best_trial", "folds"}
 MINUS = "\u2212"
+
+
+def _signed(text: str) -> str:
+    """A typographic minus; none on a value that rounds to zero ("-0.00")."""
+    if text.startswith("-") and not any(ch in "123456789" for ch in text):
+        text = text[1:]
+    return text.replace("-", MINUS)
 
 
 def _finite(v: Any) -> float | None:
@@ -33,7 +40,7 @@ def _finite(v: Any) -> float | None:
 
 def money(v: Any) -> str:
     f = _finite(v)
-    return "n/a" if f is None else f"{f:,.2f}".replace("-", MINUS)
+    return "n/a" if f is None else _signed(f"{f:,.2f}")
 
 
 def percent(v: Any, fraction: bool = False) -> str:
@@ -41,7 +48,7 @@ def percent(v: Any, fraction: bool = False) -> str:
     if f is None:
         return "n/a"
     f = f * 100 if fraction else f
-    return f"{f:,.2f} %".replace("-", MINUS)
+    return _signed(f"{f:,.2f}") + " %"
 
 
 def ratio(v: Any) -> str:
@@ -49,8 +56,8 @@ def ratio(v: Any) -> str:
     if f is None:
         return "n/a"
     if f != 0 and abs(f) < 1e-3:
-        return f"{f:.3g}".replace("-", MINUS)
-    return f"{f:,.3f}".replace("-", MINUS)
+        return _signed(f"{f:.3g}")
+    return _signed(f"{f:,.3f}")
 
 
 def count(v: Any) -> str:
@@ -119,10 +126,10 @@ def value(key: str, v: Any) -> str:
         return count(v)
     if k == "price":
         f = _finite(v)
-        return "n/a" if f is None else f"{f:,.5f}".replace("-", MINUS)
+        return "n/a" if f is None else _signed(f"{f:,.5f}")
     if k == "quantity":
         f = _finite(v)
-        return "n/a" if f is None else f"{f:,.6g}".replace("-", MINUS)
+        return "n/a" if f is None else _signed(f"{f:,.6g}")
     return ratio(v)
 
 

@@ -21,9 +21,11 @@ def browser_path() -> str | None:
     try:
         from choreographer.browsers.chromium import Chromium
 
-        return Chromium.find_browser(skip_local=False)
+        path = Chromium.find_browser(skip_local=False)
     except Exception:  # choreographer missing or broken: no PNGs, same as no browser
         return None
+    # BROWSER_PATH is taken as given by choreographer; a stale one counts as no browser
+    return path if path and Path(path).is_file() else None
 
 
 def _warn_once(reason: str) -> None:

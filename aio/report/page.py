@@ -97,12 +97,14 @@ def figure(fig: Any, div_id: str, post_script: str | None = None) -> str:
                                "toImageButtonOptions": {"format": "png", "scale": 2}})
 
 
-def cell(key: str, v: Any, left: bool = False) -> str:
+def cell(key: str, v: Any, left: bool = False, unit_key: str | None = None) -> str:
+    key = unit_key or key
     text = fmt.value(key, v)
     cls = []
     if left:
         cls.append("l")
-    if fmt.kind(key) in ("money", "percent") and isinstance(v, (int, float)) and not isinstance(v, bool):
+    signed = fmt.kind(key) == "money" or any(w in key for w in ("return", "profit", "pnl"))
+    if signed and "drawdown" not in key and isinstance(v, (int, float)) and not isinstance(v, bool):
         cls.append("pos" if v > 0 else "neg" if v < 0 else "")
     c = f" class='{' '.join(x for x in cls if x)}'" if any(cls) else ""
     return f"<td{c} data-sort='{fmt.sort_key(v)}'>{html.escape(text)}</td>"
@@ -116,8 +118,9 @@ def kv_table(rows: Mapping[str, Any], keys: Sequence[str] | None = None) -> str:
 
 def table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str], *, headers: Mapping[str, str] | None = None,
           sortable: bool = True, fit: bool = False, left: Sequence[str] = (), links: Mapping[str, str] | None = None,
-          table_id: str | None = None) -> str:
-    """Rows as a table; ``links`` maps a column to the row key holding its href."""
+          table_id: str | None = None, unit_keys: Mapping[str, str] | None = None) -> str:
+    """Rows as a table; ``links`` maps a column to the row key holding its href;
+    ``unit_keys`` maps a column to the row key naming the metric whose unit it has."""
     headers = headers or {}
     cls = " ".join(x for x in ("sortable" if sortable else "", "fit" if fit else "") if x)
     tid = f" id='{table_id}'" if table_id else ""
@@ -127,10 +130,11 @@ def table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str], *, headers: Ma
     for r in rows:
         cells = []
         for c in cols:
-            td = cell(c, r.get(c), c in left)
+            uk = str(r.get(unit_keys[c]) or c) if unit_keys and c in unit_keys else None
+            td = cell(c, r.get(c), c in left, uk)
             if links and c in links and r.get(links[c]):
                 href = html.escape(str(r[links[c]]), quote=True)
-                inner = html.escape(fmt.value(c, r.get(c)))
+                inner = html.escape(fmt.value(uk or c, r.get(c)))
                 td = td.replace(f">{inner}</td>", f"><a href='{href}'>{inner}</a></td>")
             cells.append(td)
         out.append("<tr>" + "".join(cells) + "</tr>")

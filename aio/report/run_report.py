@@ -379,6 +379,10 @@ class _Report:
         searched = self.h.get("sample") == OOS
         badge = _sample_badge("in_sample") if searched else _sample_badge(FULL)
         self.parts.append(f"<h2 id='in-sample'>Full-period backtest {badge}</h2>")
+        if not searched:
+            self.parts.append("<p class='note'>No search ran: the headline above is this full-period backtest "
+                              "(all its metrics are under 'all headline metrics').</p>")
+            return
         if searched:
             self.parts.append("<p class='note'>The final parameters over all bars. They were tuned on most of these "
                               "bars, so these figures flatter the strategy: judge it by the headline above.</p>")
