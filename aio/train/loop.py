@@ -57,7 +57,7 @@ class UtilizationCallback(Callback):
             for lg in trainer.loggers:
                 lg.log_metrics(metrics, step=trainer.global_step)
             cm = trainer.callback_metrics
-            log.info("epoch done", fold=self.tag, epoch=trainer.current_epoch,
+            log.debug("epoch done", fold=self.tag, epoch=trainer.current_epoch,
                      train_loss=_f(cm.get("train_loss")), val_loss=_f(cm.get("val_loss")), val_acc=_f(cm.get("val_acc")),
                      cpu_pct=s.get("cpu_pct_mean"), rss_gb=s.get("rss_gb_max"), gpu_util_pct=s.get("gpu_util_pct_mean"))
 
