@@ -1,8 +1,10 @@
-"""The figures a report leads with, read defensively from a run's metrics.
+"""The headline: the figures a reader sees first.
 
-``metrics["headline"]`` when the evaluator wrote one; else the same shape built from
-the stitched out-of-sample block of a search (``metrics["optimize"]["oos"]``); else
-the full-period backtest. The leaderboard ranks by the same thing.
+With a search, the stitched out-of-sample result (each fold's best parameters on the
+bars after its in-sample window); without one, the full-period backtest. The
+full-period backtest with the final parameters stays in ``metrics["backtest"]`` and
+is labelled in-sample wherever a search ran (the parameters were tuned on most of its
+bars).
 """
 
 from __future__ import annotations
@@ -10,12 +12,48 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+
+def headline(run: Any) -> dict[str, Any]:
+    opt = getattr(run, "optimize", None)
+    synthetic = bool(getattr(run, "synthetic", False))
+    if opt is not None and getattr(opt, "oos", None) is not None:
+        m = dict(opt.oos.metrics)
+        warns = list(m.get("warnings") or []) + list(opt.warnings or [])
+        folds = [r.fold for r in opt.folds if r.fold.oos is not None]
+        return {
+            "sample": "out_of_sample",
+            "label": "out of sample (walk-forward: each fold's best parameters on the bars after its in-sample "
+                     "window), costs included",
+            "metrics": m,
+            "warnings": warns,
+            "params": [r.best_params for r in opt.folds if r.fold.oos is not None],
+            "bars": int(sum(len(f.oos) for f in folds)),
+            "equity": "optimize/oos_equity.parquet",
+            "synthetic": synthetic,
+        }
+    bt = dict((run.metrics or {}).get("backtest") or {})
+    return {
+        "sample": "full_period",
+        "label": "full period, fixed parameters (no search), costs included",
+        "metrics": bt,
+        "warnings": list(bt.get("warnings") or []),
+        "params": dict(getattr(run, "params", {}) or {}),
+        "bars": len(run.bars) if getattr(run, "bars", None) is not None else None,
+        "equity": "equity.parquet",
+        "synthetic": synthetic,
+    }
+
+
+# -- reading it back (reports, leaderboard) ------------------------------------------------
+
 OOS = "out_of_sample"
 FULL = "full_period"
 
 
-def headline(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """{"sample", "metrics", "warnings", "params", "ruin"} (empty metrics when nothing ran)."""
+def read(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The headline of a finished run's ``metrics.json``, read defensively (runs written
+    before the headline existed have only the search's OOS block or the backtest):
+    {"sample", "metrics", "warnings", "params", "ruin", ...}; empty metrics when nothing ran."""
     h = metrics.get("headline")
     if isinstance(h, Mapping) and isinstance(h.get("metrics"), Mapping):
         out = dict(h)
@@ -47,4 +85,4 @@ def oos_equity_path(artifacts: Mapping[str, str], run_dir: Path | None = None) -
 
 def score(metrics: Mapping[str, Any], key: str) -> Any:
     """The headline value of ``key`` (the leaderboard's column)."""
-    return headline(metrics)["metrics"].get(key)
+    return read(metrics)["metrics"].get(key)
