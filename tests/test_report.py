@@ -14,7 +14,7 @@ import pytest
 from aio.report import fmt
 from aio.report import series as S
 from aio.report.excursions import excursions, trade_excursions
-from aio.report.headline import headline
+from aio.report.headline import read as headline
 
 sys.path.insert(0, str(Path(__file__).parent))
 

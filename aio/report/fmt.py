@@ -96,6 +96,8 @@ def kind(key: str) -> str:
         return "percent"
     if k.endswith("_seconds") or k.endswith("_s") or k == "seconds":
         return "duration"
+    if k.endswith("_days"):
+        return "days"
     if k in MONEY_KEYS or k.endswith("_profit") or k.endswith("_pnl"):
         return "money"
     if k in COUNT_KEYS or k.endswith("_bars") or k.endswith("_count"):
@@ -122,6 +124,9 @@ def value(key: str, v: Any) -> str:
         return percent(v, fraction=True)
     if k == "duration":
         return duration(v)
+    if k == "days":
+        f = _finite(v)
+        return "n/a" if f is None else duration(f * 86400.0)
     if k == "count":
         return count(v)
     if k == "price":
@@ -141,11 +146,19 @@ def sort_key(v: Any) -> str:
     return "" if v is None else html.escape(str(v), quote=True)
 
 
+NAMES = {"sharpe": "Sharpe", "sortino": "Sortino", "calmar": "Calmar", "sharpe_ci_low": "Sharpe 95 % CI low",
+         "sharpe_ci_high": "Sharpe 95 % CI high", "psr": "probabilistic Sharpe (%)", "dsr": "deflated Sharpe (%)",
+         "sqn": "SQN", "cagr_pct": "CAGR (%)", "var_95_pct": "VaR 95 % (% per bar)",
+         "cvar_95_pct": "CVaR 95 % (% per bar)", "max_drawdown_duration_days": "max drawdown duration"}
+
+
 def label(key: str) -> str:
     """A header a reader understands: 'max_drawdown_pct' -> 'max drawdown (%)'."""
+    if key in NAMES:
+        return NAMES[key]
     k = key
     unit = {"money": " (acct ccy)", "percent": " (%)", "fraction": " (%)", "duration": ""}.get(kind(key), "")
-    for suffix in ("_pct", "_seconds", "_frac", "_fraction"):
+    for suffix in ("_pct", "_seconds", "_days", "_frac", "_fraction"):
         if k.endswith(suffix):
             k = k[: -len(suffix)]
     return k.replace("_", " ") + unit

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import structlog
 
 from aio.report import fmt, page
-from aio.report.headline import FULL, OOS, headline
+from aio.report.headline import FULL, OOS
+from aio.report.headline import read as headline
 from aio.report.page import PLOTLY_JS, write_plotly_js
 
 log = structlog.get_logger(__name__)
@@ -36,7 +37,7 @@ log = structlog.get_logger(__name__)
 FALLBACK_METRIC = "backtest.net_profit"
 MINIMIZE = {"max_drawdown", "max_drawdown_pct"}
 SHOWN = ("net_profit", "return_pct", "sharpe", "sortino", "profit_factor", "max_drawdown", "max_drawdown_pct",
-         "win_rate", "trade_count")
+         "win_rate_pct", "win_rate", "trade_count")
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -204,12 +205,12 @@ def _fmt(v: Any) -> str:
 
 
 HTML_COLS = ["rank", "job", "score", "score_source", "headline.net_profit", "headline.return_pct", "headline.sharpe",
-             "headline.sortino", "headline.max_drawdown_pct", "headline.profit_factor", "headline.win_rate",
+             "headline.sortino", "headline.max_drawdown_pct", "headline.profit_factor", "headline.win_rate_pct", "headline.win_rate",
              "headline.trade_count", "warning_count", "ruin", "degradation_pct", "dsr", "backtest.net_profit",
              "backtest.sharpe", "overrides", "params"]
 HEADERS = {"score_source": "ranked by", "headline.net_profit": "net profit (acct ccy)", "headline.return_pct": "return",
            "headline.sharpe": "Sharpe", "headline.sortino": "Sortino", "headline.max_drawdown_pct": "max drawdown",
-           "headline.profit_factor": "profit factor", "headline.win_rate": "win rate", "headline.trade_count": "trades",
+           "headline.profit_factor": "profit factor", "headline.win_rate": "win rate", "headline.win_rate_pct": "win rate", "headline.trade_count": "trades",
            "degradation_pct": "IS->OOS degradation", "dsr": "deflated Sharpe (prob.)",
            "backtest.net_profit": "IS full-period net profit", "backtest.sharpe": "IS full-period Sharpe"}
 

@@ -27,13 +27,14 @@ from aio.report import fmt
 from aio.report import page as P
 from aio.report import series as S
 from aio.report.excursions import trade_excursions
-from aio.report.headline import FULL, OOS, headline, oos_equity_path
+from aio.report.headline import FULL, OOS, oos_equity_path
+from aio.report.headline import read as headline
 
 log = structlog.get_logger(__name__)
 
-HEADLINE_KEYS = ("net_profit", "return_pct", "sharpe", "sortino", "calmar", "max_drawdown_pct",
-                 "max_drawdown_duration_seconds", "profit_factor", "win_rate", "expectancy", "trade_count",
-                 "exposure_pct", "psr", "sharpe_ci_low", "sharpe_ci_high")
+HEADLINE_KEYS = ("net_profit", "return_pct", "sharpe", "sharpe_ci_low", "sharpe_ci_high", "psr", "sortino", "calmar",
+                 "max_drawdown_pct", "max_drawdown_duration_days", "max_drawdown_duration_seconds", "profit_factor",
+                 "win_rate_pct", "win_rate", "expectancy", "trade_count", "exposure_pct")
 TRADE_COLS = ("id", "side", "entry_time", "exit_time", "duration_seconds", "entry_price", "exit_price", "qty", "pnl",
               "return_pct", "mae_pct", "mfe_pct", "mae_money", "mfe_money", "commission", "entry_signal", "exit_signal")
 FOLD_COLS = ("fold", "is_start", "is_end", "oos_start", "oos_end", "trials", "params", "is_objective", "oos_objective",
@@ -150,10 +151,11 @@ class _Report:
         self.h = h
         m = _flat_metrics(h.get("metrics") or {})
         sample = h.get("sample", FULL)
-        what = ("stitched walk-forward out-of-sample windows, each fold's best parameters on bars its search never saw"
-                if sample == OOS else "all bars with the configured parameters (no search ran)")
+        what = h.get("label") or (
+            "stitched walk-forward out-of-sample windows, each fold's best parameters on bars its search never saw"
+            if sample == OOS else "all bars with the configured parameters (no search ran)")
         self.parts.append(f"<h2 id='headline'>Headline {_sample_badge(sample)}</h2>"
-                          f"<p class='note'>{html.escape(what)}; costs included.</p>")
+                          f"<p class='note'>{html.escape(what)}{'' if 'costs' in what else '; costs included'}.</p>")
         self.parts.append(_warnings(h))
         self.parts.append(P.cards(m, HEADLINE_KEYS))
         rest = [k for k in m if k not in HEADLINE_KEYS]
