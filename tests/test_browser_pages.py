@@ -34,6 +34,33 @@ ZOOM = """(async () => {
 })()"""
 
 
+def with_model_and_discovery(run, path: Path) -> Path:
+    """The search run's report as it reads when a model ran and discovery ran: those
+    stages are other helpers' and slow, so their outputs are written here in the shapes
+    they write (predictions.parquet, metrics["model"], metrics["discover"])."""
+    import numpy as np
+    import polars as pl
+
+    from aio.report.run_report import write_run_report
+
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet([2, 1, 2], size=800)
+    y = np.array([rng.choice(3, p=row) for row in p])  # calibrated by construction
+    pred = run.run_dir / "predictions.parquet"
+    pl.DataFrame({"p_down": p[:, 0], "p_flat": p[:, 1], "p_up": p[:, 2], "label": y}).write_parquet(pred)
+    run.artifacts["predictions"] = str(pred)
+    run.metrics["model"] = {"model": "chartnet", "oos": {
+        "model": {"accuracy": 0.41, "log_loss": 1.05, "ece": 0.03},
+        "majority": {"accuracy": 0.38, "log_loss": 1.09, "ece": 0.0},
+        "logreg": {"accuracy": 0.39, "log_loss": 1.08, "ece": 0.02}}}
+    run.metrics["discover"] = {"funnel": [{"stage": "generated", "count": 500}, {"stage": "screened", "count": 120},
+                                          {"stage": "walk-forward", "count": 12}, {"stage": "kept", "count": 3}],
+                               "best": [{"name": "cand_017", "rules": "crossover(ema(9), ema(21))", "oos_sharpe": 0.8},
+                                        {"name": "cand_101", "rules": "rsi(14) < 30", "oos_sharpe": 0.4}],
+                               "seconds": 42.0}
+    return write_run_report(run, path, pngs=False)
+
+
 @pytest.fixture(scope="module")
 def pages(tmp_path_factory):
     import os
@@ -41,22 +68,24 @@ def pages(tmp_path_factory):
     root = tmp_path_factory.mktemp("pages")
     os.environ["AIO_REPORT_PNG"] = "0"  # the PNGs have their own test (test_report.py); here the pages count
     sweep = root / "sweep"
+    runs = []
     for i, overrides in enumerate((SEARCH, MANY_TRADES)):
         job = sweep / str(i)
-        run_pipeline(job, overrides)
+        runs.append(run_pipeline(job, overrides))
         (job / ".hydra").mkdir(exist_ok=True)
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     from aio.report import leaderboard
 
     board = leaderboard.write(sweep)["html"]
+    model_page = with_model_and_discovery(runs[0], root / "model" / "report.html")
     os.environ.pop("AIO_REPORT_PNG")
     paths = [sweep / "0" / "report.html", sweep / "0" / "optimize" / "history.html",
-             sweep / "0" / "optimize" / "oos_equity.html", sweep / "1" / "report.html", board]
+             sweep / "0" / "optimize" / "oos_equity.html", sweep / "1" / "report.html", board, model_page]
     return {p: r for p, r in zip(paths, check_pages(paths, root / "shots", evals={"zoom": ZOOM}))}
 
 
 def test_every_page_renders_offline_without_errors(pages):
-    assert len(pages) == 5
+    assert len(pages) == 6
     for path, r in pages.items():
         assert r.figures >= 1, path
         assert r.rendered == r.figures, (path, r.rendered, r.figures)
@@ -74,6 +103,15 @@ def test_report_figures_and_their_order(pages):
     assert text.index("Headline") < text.index("Equity against buy-and-hold") < text.index("Price and trades") \
         < text.index("Period returns") < text.index("Trades (") < text.index("Parameter search") \
         < text.index("Walk-forward folds") < text.index("Full-period backtest") < text.rindex("manifest.json")
+
+
+def test_model_and_discovery_sections(pages):
+    r = next(r for p, r in pages.items() if p.parent.name == "model")
+    assert r.figures == 8  # the six of the search report + reliability + funnel
+    t = r.text
+    assert t.index("Walk-forward folds") < t.index("The model, out of sample, next to its baselines") \
+        < t.index("Discovery") < t.index("Full-period backtest")
+    assert "cand_017" in t and "crossover(ema(9), ema(21))" in t and "majority" in t
 
 
 def test_many_trades_show_markers_only_when_zoomed_in(pages):

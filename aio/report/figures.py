@@ -116,11 +116,12 @@ def price_figure(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c
         xp = trades.get_column("exit_price").to_numpy()
         pnl = trades.get_column("pnl").to_numpy()
         long_ = trades.get_column("side").to_numpy() == "long"
+        width = 2 if n <= MANY_TRADES else 1.2  # many trades: thinner, so the candles stay visible
         for mask, name, color in ((pnl > 0, "winning trade", WIN), (pnl <= 0, "losing trade", LOSS)):
             if mask.any():
                 xs, ys = _segments(et[mask], ep[mask], xt[mask], xp[mask])
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, line={"color": color, "width": 2},
-                                         hoverinfo="skip"))
+                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=name, opacity=0.8,
+                                         line={"color": color, "width": width}, hoverinfo="skip"))
         hidden = n > MANY_TRADES
         ids = trades.get_column("id").to_numpy()
         for mask, name, sym, color in ((long_, "long entry", "triangle-up", "#1f5fa8"),

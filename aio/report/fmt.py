@@ -16,7 +16,7 @@ PERCENT_KEYS = {"win_rate"}  # already in percent, without the _pct suffix
 MONEY_KEYS = {"net_profit", "max_drawdown", "expectancy", "avg_win", "avg_loss", "pnl", "commission",
               "gross_profit", "gross_loss", "initial_capital", "final_equity", "largest_win", "largest_loss",
               "is_net_profit", "oos_net_profit", "mae_money", "mfe_money", "pnl_quote"}
-COUNT_KEYS = {"id", "rank", "warning_count", "trade_count", "trades", "bars", "is_bars", "oos_bars", "n_trials", "complete", "pruned", "failed",
+COUNT_KEYS = {"id", "rank", "warning_count", "trials", "trade_count", "trades", "bars", "is_bars", "oos_bars", "n_trials", "complete", "pruned", "failed",
               "is_trades", "oos_trades", "oos_rows", "rows", "fold", "best_trial", "folds"}
 MINUS = "\u2212"
 

@@ -316,7 +316,7 @@ class _Report:
         m = self.metrics.get("model")
         if not isinstance(m, Mapping):
             return
-        self.parts.append("<h2>Model, out of sample, next to its baselines</h2>")
+        self.parts.append("<h2>The model, out of sample, next to its baselines</h2>")
         oos = m.get("oos")
         if isinstance(oos, Mapping):
             rows = [{"model": k, **{kk: vv for kk, vv in v.items() if not isinstance(vv, (dict, list))}}
