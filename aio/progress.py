@@ -166,3 +166,43 @@ def bar(total: float | None = None, initial: float = 0, desc: str = "", unit: st
         disable: bool | None = None, **_: Any) -> Task:
     """tqdm's constructor over :class:`Task` (``leave``/``mininterval`` and the like are ignored)."""
     return Task(desc or "working", total, unit, initial, disable)
+
+
+def lightning_bar() -> Any:
+    """Lightning's progress bar drawn as an aio bar (batches of each epoch, with ETA),
+    instead of Lightning's tqdm bar that would cut through log lines."""
+    from lightning.pytorch.callbacks import ProgressBar
+
+    class _AioBar(ProgressBar):
+        def __init__(self) -> None:
+            super().__init__()
+            self._enabled = True
+            self._task: Task | None = None
+
+        def disable(self) -> None:
+            self._enabled = False
+
+        def enable(self) -> None:
+            self._enabled = True
+
+        def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+            if self._enabled and trainer.is_global_zero:
+                total = self.total_train_batches
+                self._task = Task(f"epoch {trainer.current_epoch + 1}",
+                                  total=None if total == float("inf") else total, unit="batch")
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if self._task is not None:
+                self._task.n = batch_idx + 1
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            if self._task is not None:
+                self._task.close()
+                self._task = None
+
+        def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+            if self._task is not None:
+                self._task.close()
+                self._task = None
+
+    return _AioBar()

@@ -112,3 +112,37 @@ def test_a_run_logs_one_line_per_stage(tmp_path, capsys):
     assert len(err) <= 14, "\n".join(err)
     recs = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert sum(r["event"] == "trials counted" for r in recs) >= 16
+
+
+def test_lightning_draws_its_epochs_with_an_aio_bar_not_tqdm(monkeypatch, tmp_path):
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from aio import progress
+    from aio.logs import setup_logging
+
+    monkeypatch.setenv("AIO_PROGRESS", "0")
+    setup_logging(tmp_path, "INFO")
+
+    class Tiny(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 1)
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.lin(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    data = DataLoader(TensorDataset(torch.randn(32, 2), torch.randn(32, 1)), batch_size=8)
+    bar = progress.lightning_bar()
+    trainer = L.Trainer(max_epochs=2, callbacks=[bar], logger=False, enable_checkpointing=False,
+                        enable_model_summary=False, accelerator="cpu", devices=1)
+    trainer.fit(Tiny(), data)
+    assert trainer.progress_bar_callback is bar  # Lightning took ours instead of its tqdm bar
+    recs = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    done = [r for r in recs if r["event"] == "progress done"]
+    assert [(r["task"], r["done"], r["total"]) for r in done] == [("epoch 1", 4, 4), ("epoch 2", 4, 4)]

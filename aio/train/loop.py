@@ -11,6 +11,7 @@ import structlog
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from aio import progress
 from aio.hardware import HardwareChoice, HardwareInfo, UtilizationMonitor, choose, detect, summarize
 from aio.train.config import TrainerConfig
 
@@ -109,6 +110,8 @@ def build_trainer(cfg: TrainerConfig, choice: HardwareChoice, out_dir: Path, tag
         uc = UtilizationCallback(cfg.utilization_interval_s, tag)
         callbacks.append(uc)
         roles["utilization"] = uc
+    if cfg.progress_bar:  # an aio bar, not Lightning's tqdm (which would cut through log lines)
+        callbacks.append(progress.lightning_bar())
     logger = CSVLogger(save_dir=str(out_dir), name="lightning_logs", version=tag)
     _quiet_lightning()
     trainer = L.Trainer(
