@@ -191,3 +191,28 @@ def test_report_without_a_browser_warns_once_and_skips_pngs(tmp_path, monkeypatc
     write_run_report(run, tmp_path / "run" / "again.html")
     log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert sum(r["event"] == "report PNGs skipped" for r in log) == 1
+
+
+@pytest.mark.slow
+def test_ruin_and_warnings_stand_next_to_the_headline(tmp_path, monkeypatch):
+    from _report_runs import MANY_TRADES, run_pipeline
+
+    monkeypatch.setenv("AIO_REPORT_PNG", "0")
+    # 1,000 lots on a 100,000 account: costs alone ruin it within days
+    run_pipeline(tmp_path / "run", MANY_TRADES + ["backtest.qty=100000000"])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    ruin = metrics["headline"]["metrics"]["ruin"]
+    assert ruin is not None
+    page = (tmp_path / "run" / "report.html").read_text()
+    head = _section_text(page, "id='headline'", "Equity against buy-and-hold")
+    assert f"RUIN at {ruin['time']} (bar {ruin['bar']})" in head
+    for w in metrics["headline"]["warnings"]:
+        assert html_escape(w) in head
+    for key, why in metrics["headline"]["metrics"]["undefined"].items():
+        assert f"{html_escape(fmt.label(key))} is undefined: {html_escape(why)}" in head
+
+
+def html_escape(s: str) -> str:
+    import html
+
+    return html.escape(s)
