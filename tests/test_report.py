@@ -113,7 +113,8 @@ def test_units_follow_the_key():
     assert fmt.value("max_drawdown_duration_seconds", 4 * 86400 + 20 * 3600) == "4 d 20 h"
     assert fmt.value("duration_seconds", 95 * 60) == "1 h 35 min"
     assert fmt.value("trade_count", 1178.0) == "1,178"
-    assert fmt.value("mfe_money", -0.0001) == "0.00"  # no minus on a zero
+    assert fmt.value("mfe_money", -0.0) == "0.00"  # no minus on a zero
+    assert fmt.value("pnl", -0.000312) == "\u22120.000312"  # a one-unit trade's P&L is not 0.00
     assert fmt.value("sharpe", None) == "n/a" and fmt.value("sharpe", float("nan")) == "n/a"
     assert fmt.label("max_drawdown_pct") == "max drawdown (%)"
 

@@ -100,7 +100,8 @@ def price_figure(ts: np.ndarray, o: np.ndarray, h: np.ndarray, lo: np.ndarray, c
     bmin = S.bucket_minutes(len(ts), step, MAX_CANDLES)
     if bmin * S.MINUTE_NS > step:
         cts, co, ch, cl, cc = S.aggregate_ohlc(ts, o, h, lo, c, bmin * S.MINUTE_NS)
-        label = f"{symbol} ({bmin} min candles for display)"
+        size = f"{bmin // 1440} d" if bmin % 1440 == 0 else f"{bmin // 60} h" if bmin % 60 == 0 else f"{bmin} min"
+        label = f"{symbol} ({size} candles for display)"
     else:
         cts, co, ch, cl, cc = ts, o, h, lo, c
         label = symbol

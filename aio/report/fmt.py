@@ -39,8 +39,14 @@ def _finite(v: Any) -> float | None:
 
 
 def money(v: Any) -> str:
+    """Cents; amounts under a cent (a one-unit backtest) keep their first digits instead of 0.00."""
     f = _finite(v)
-    return "n/a" if f is None else _signed(f"{f:,.2f}")
+    if f is None:
+        return "n/a"
+    if 0 < abs(f) < 0.005:
+        text = f"{f:.6f}".rstrip("0")
+        return _signed(text if len(text.split(".")[1]) >= 2 else f"{f:.2f}")
+    return _signed(f"{f:,.2f}")
 
 
 def percent(v: Any, fraction: bool = False) -> str:
