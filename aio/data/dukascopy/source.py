@@ -29,7 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 import structlog
-from tqdm.auto import tqdm
+from aio.progress import bar as tqdm  # rich bars that keep clear of log lines
 
 from aio.data.dukascopy import jsonapi
 from aio.data.dukascopy.bi5 import TICK_DTYPE, CorruptFileError, decode_ticks, tick_columns, tick_path
