@@ -123,3 +123,24 @@ def test_paper_sizes_equal_batch(sizer, market, bt, tmp_path):
     assert want.n_trades > 3
     assert got.trades.equals(want.trades)
     assert np.array_equal(got.equity_values, want.equity_values)
+
+
+def test_a_quiet_bar_closes_by_the_clock_and_late_ticks_are_dropped(market):
+    """Real-time feeds (live.close_after_ms): the open bar closes once the clock passes its
+    ts_init + grace; a tick of it arriving later is counted late, never a second bar."""
+    ticks = market.frame.head(3_000)
+    ts = ticks.get_column("ts_event").to_numpy()
+    opens = ts // TF * TF
+    cut = int(np.flatnonzero(opens != opens[0])[0]) + 5  # 5 ticks into the second minute
+    agg = TickAggregator(TF)
+    first = agg.push(ticks.head(cut), [str(i) for i in range(cut)])
+    assert len(first) == 1
+    bar2_close = int(opens[cut - 1]) + TF
+    assert agg.close_due(bar2_close + 500_000_000, 1_000_000_000) == []  # grace not over yet
+    due = agg.close_due(bar2_close + 1_000_000_000, 1_000_000_000)
+    assert len(due) == 1 and due[0].ts_event == opens[cut - 1] and due[0].ticks == 5
+    rest = ticks.slice(cut, 200)
+    more = agg.push(rest, [str(i) for i in range(cut, cut + 200)], end=True)
+    late = int((opens[cut:cut + 200] == opens[cut - 1]).sum())
+    assert agg.late == late > 0
+    assert [b.ts_event for b in more] == sorted(set(opens[cut:cut + 200]) - {opens[cut - 1]})

@@ -50,6 +50,7 @@ class TickAggregator:
         self.opens = _EMPTY_I
         self.ids = np.zeros(0, dtype=object)  # source positions of the open bar's ticks
         self.last_open: int | None = None
+        self.closed_open = np.iinfo(np.int64).min  # open time of the last bar closed (journaled)
         self.late = 0  # ticks older than the open bar (dropped; a sorted batch would have placed them)
         self.dropped = 0  # ticks without a usable price (as ticks_to_bars drops them)
 
@@ -77,7 +78,7 @@ class TickAggregator:
             floor = self.last_open if self.last_open is not None else np.iinfo(np.int64).min
             # running max: a tick older than a bar already opened cannot join a closed bar
             run_max = np.maximum.accumulate(np.r_[floor, opens])[1:]
-            late = opens < run_max
+            late = (opens < run_max) | (opens <= self.closed_open)
             if late.any():
                 self.late += int(late.sum())
             keep = ok & ~late
@@ -117,9 +118,17 @@ class TickAggregator:
             out.append(ClosedBar(t0, t0 + self.tf, float(p[st[i]]), float(high[i]), float(low[i]),
                                  float(p[ends[i] - 1]), float(vol[i]), int(counts[i]), float(spread[i]),
                                  str(self.ids[ends[i] - 1]), received_ns))
+        self.closed_open = max(self.closed_open, out[-1].ts_event)
         self.p, self.v, self.sp, self.opens = self.p[cut:], self.v[cut:], self.sp[cut:], self.opens[cut:]
         self.ids = self.ids[cut:]
         return out
+
+    def close_due(self, now_ns: int, grace_ns: int = 0, received_ns: int = 0) -> list[ClosedBar]:
+        """Real-time feeds: close the open bar once the clock is ``grace_ns`` past its ``ts_init``
+        without a later tick. Ticks of it arriving afterwards are dropped (counted as late)."""
+        if len(self.opens) and int(self.opens[-1]) + self.tf + grace_ns <= now_ns:
+            return self._emit(received_ns, True)
+        return []
 
     def open_bar_ids(self) -> list[str]:
         return list(self.ids)

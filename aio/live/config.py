@@ -20,6 +20,9 @@ class LiveConfig:
     consumer: str = param("paper-1", help="this engine's consumer name in the group")
     block_ms: int = param(1000, ge=0, help="XREADGROUP block time; the engine checks control in between")
     idle_exit_s: float = param(0.0, ge=0, help="stop when no tick arrived for this long (0: wait for the end marker)")
+    close_after_ms: int = param(0, ge=0, help="redis, real-time feeds: close the open bar this long after its close "
+                                              "time by the wall clock when no later tick came (0: a later tick or "
+                                              "the end marker closes it, as in the batch)")
     maxlen: int = param(0, ge=0, help="task=publish: approximate stream cap (XADD MAXLEN ~); 0 = uncapped")
     journal: str = param("journal.sqlite", help="journal file in the run folder (SQLite, WAL)")
     window: int = param(0, ge=0, help="bars of history the rules see at each close; 0 = all (exact by construction)")

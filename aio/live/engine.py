@@ -237,7 +237,8 @@ class LiveEngine:
             raise ConfigError("ticks need a bar timeframe: set bars.timeframe (e.g. 1m)")
         return TickAggregator(self.tf, self.side, self.anchor, self.spread_known)
 
-    def run(self, source: Any, control: Any = None, max_bars: int | None = None) -> EngineStats:
+    def run(self, source: Any, control: Any = None, max_bars: int | None = None,
+            clock_close_ms: int = 0) -> EngineStats:
         t0 = time.perf_counter()
         after = self.recover()
         source.open(after)
@@ -248,10 +249,24 @@ class LiveEngine:
                 control.poll(self)
             batch = source.read()
             if batch is None:
+                if clock_close_ms and agg is not None and hasattr(agg, "close_due"):
+                    due = agg.close_due(time.time_ns(), clock_close_ms * 1_000_000, time.perf_counter_ns())
+                    for bar in due:
+                        self.close_bar(bar)
+                    if due:
+                        source.ack(due[-1].last_id)
                 continue
             reads += 1
             self.journal._maybe_die("read", reads)  # fault injection: mid-bar, ticks read, nothing journaled
-            agg = agg or self.aggregator(batch.kind)
+            if agg is None:
+                agg = self.aggregator(batch.kind)
+                if len(self.hist):
+                    # records of bars already journaled (re-delivered) must not form a bar again
+                    last = int(self.hist.cols["ts_event"].view()[-1])
+                    if hasattr(agg, "closed_open"):
+                        agg.closed_open = last
+                    else:
+                        agg.last_open = last
             self.stats.records += len(batch)
             closed = agg.push(batch.frame, batch.ids, batch.received_ns, end=batch.end)
             for bar in closed:

@@ -85,7 +85,7 @@ def stage_paper(run: Any) -> None:
 
         control = Controller(lcfg, engine.journal)
     try:
-        stats = engine.run(source, control)
+        stats = engine.run(source, control, clock_close_ms=lcfg.close_after_ms if lcfg.source != "replay" else 0)
     finally:
         source.close()
     synthetic = bool(getattr(source, "synthetic", False))
