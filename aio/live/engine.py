@@ -237,50 +237,57 @@ class LiveEngine:
             raise ConfigError("ticks need a bar timeframe: set bars.timeframe (e.g. 1m)")
         return TickAggregator(self.tf, self.side, self.anchor, self.spread_known)
 
-    def run(self, source: Any, control: Any = None, max_bars: int | None = None,
-            clock_close_ms: int = 0) -> EngineStats:
+    def run(self, source: Any, control: Any = None, clock_close_ms: int = 0) -> EngineStats:
+        from aio import progress
+
         t0 = time.perf_counter()
         after = self.recover()
         source.open(after)
         agg = None
         reads = 0
-        while True:
-            if control is not None:
-                control.poll(self)
-            batch = source.read()
-            if batch is None:
-                if clock_close_ms and agg is not None and hasattr(agg, "close_due"):
-                    due = agg.close_due(time.time_ns(), clock_close_ms * 1_000_000, time.perf_counter_ns())
-                    for bar in due:
-                        self.close_bar(bar)
-                    if due:
-                        source.ack(due[-1].last_id)
-                continue
-            reads += 1
-            self.journal._maybe_die("read", reads)  # fault injection: mid-bar, ticks read, nothing journaled
-            if agg is None:
-                agg = self.aggregator(batch.kind)
-                if len(self.hist):
-                    # records of bars already journaled (re-delivered) must not form a bar again
-                    last = int(self.hist.cols["ts_event"].view()[-1])
-                    if hasattr(agg, "closed_open"):
-                        agg.closed_open = last
-                    else:
-                        agg.last_open = last
-            self.stats.records += len(batch)
-            closed = agg.push(batch.frame, batch.ids, batch.received_ns, end=batch.end)
-            for bar in closed:
-                self.close_bar(bar)
-                if max_bars is not None and self.stats.bars - self.stats.recovered_bars >= max_bars:
+        # a replay knows its length: a bar with ETA; a stream: a running count
+        total = getattr(getattr(source, "frame", None), "height", None)
+        meter = progress.task(f"paper ({type(source).__name__})", total=total, unit="records",
+                              initial=getattr(source, "pos", 0) if total else 0)
+        try:
+            while True:
+                if control is not None:
+                    control.poll(self)
+                batch = source.read()
+                if batch is None:
+                    if clock_close_ms and agg is not None and hasattr(agg, "close_due"):
+                        due = agg.close_due(time.time_ns(), clock_close_ms * 1_000_000, time.perf_counter_ns())
+                        for bar in due:
+                            self.close_bar(bar)
+                        if due:
+                            source.ack(due[-1].last_id)
+                    continue
+                reads += 1
+                self.journal._maybe_die("read", reads)  # fault injection: mid-bar, ticks read, nothing journaled
+                meter.advance(len(batch))
+                if agg is None:
+                    agg = self.aggregator(batch.kind)
+                    if len(self.hist):
+                        # records of bars already journaled (re-delivered) must not form a bar again
+                        last = int(self.hist.cols["ts_event"].view()[-1])
+                        if hasattr(agg, "closed_open"):
+                            agg.closed_open = last
+                        else:
+                            agg.last_open = last
+                self.stats.records += len(batch)
+                closed = agg.push(batch.frame, batch.ids, batch.received_ns, end=batch.end)
+                for bar in closed:
+                    self.close_bar(bar)
+                if closed:
+                    source.ack(closed[-1].last_id)
+                    self.journal._maybe_die("ack", len(self.hist) - 1)
+                if batch.end:
+                    eos = batch.meta.get("eos_id") if batch.meta else None
+                    if eos:
+                        source.ack(eos)
                     break
-            if closed:
-                source.ack(closed[-1].last_id)
-                self.journal._maybe_die("ack", len(self.hist) - 1)
-            if batch.end:
-                eos = batch.meta.get("eos_id") if batch.meta else None
-                if eos:
-                    source.ack(eos)
-                break
+        finally:
+            meter.close()
         if agg is not None and (agg.late or agg.dropped):
             log.warning("ticks not used", late=agg.late, bad_price=agg.dropped)
         self.stats.seconds = time.perf_counter() - t0
