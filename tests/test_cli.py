@@ -41,8 +41,9 @@ def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
     assert f"{metrics['backtest']['trade_count']:,.0f}" in report or str(metrics["backtest"]["trade_count"]) in report
     assert json.loads((run_dir / "manifest.json").read_text())["synthetic"] is True
     trades = pl.read_csv(run_dir / "trades.csv")
-    assert trades.columns[:10] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
-                                   "pnl", "entry_signal", "exit_signal"]
+    assert trades.columns[:11] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
+                                   "pnl", "pnl_quote", "entry_signal", "exit_signal"]
+    assert set(trades["synthetic"].to_list()) == {True}
     assert metrics["backtest"]["trade_count"] == trades.height > 0
     # costs always: commission on every fill, and spread + slippage move fills off the mid
     assert (trades["commission"] > 0).all()
