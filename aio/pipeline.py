@@ -321,8 +321,8 @@ def validate(cfg: DictConfig, task: str) -> None:
 
     A typo in the strategy or the optimiser must not surface after minutes of
     downloading and training: each error names the key, the value and what is allowed.
-    Cheap checks come first and only config types are imported (never a model, LanceDB
-    or torch), so a wrong value is reported within a second or two.
+    Cheap checks come first and only config types are imported (a model is never built,
+    so torch and Lightning never load here), so a wrong value is reported within a second or two.
     """
     from aio.config import build
     from aio.registry import registry
