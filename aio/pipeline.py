@@ -448,8 +448,7 @@ def objective_of(run: Run) -> float | None:
         return None
     m = head.get("metrics") or {}
     if head.get("sample") == "out_of_sample" and run.optimize is not None:
-        obj = run.metrics.get("optimize", {}).get("objective")
-        v = m.get(obj) if obj else None
+        v = run.optimize.summary.get("oos_objective")  # the optimiser's objective, out of sample
         if v is not None:
             return float(v)
     v = m.get("net_profit")
