@@ -75,7 +75,7 @@ NO_SCHEMA = {("optimize", "none")}  # "no search": nothing to build
 # Known drift, left to the owner of aio/sizing/steps.py: the YAML's limits (micro lots, 30x
 # leverage) are not VolTargetConfig's/KellyConfig's defaults. Strict: fixing it turns these red
 # until the entry is removed.
-KNOWN_DRIFT = {("sizer", "vol_target"), ("sizer", "kelly")}
+KNOWN_DRIFT: set[tuple[str, str]] = set()
 
 
 def _conf_yamls() -> list:
