@@ -222,3 +222,56 @@ def _kill_one_of_three(url, spec, base, names, start, postgres_server, tmp_path)
     assert [f["failed"] for f in a["folds"]] == [1, 0]
     for r in (a, b):
         assert all(r["locks_taken"].get(n, 0) >= 2 for n in names), r["locks_taken"]
+
+
+def _pausing_worker(url: str, out: str) -> None:
+    """Runs one study; its first trial says so, then waits for the test's go-ahead file."""
+    import aio.optimize.study as study_mod
+
+    out_dir, real = Path(out), study_mod.evaluate_window
+
+    def first_waits(ctx, params, window, trial=None):
+        if trial is not None and trial.number == 0:
+            _write_json(out_dir / "paused.running", {"pid": os.getpid()})
+            while not (out_dir / "go").exists():
+                time.sleep(0.02)
+        return real(ctx, params, window, trial)
+
+    study_mod.evaluate_window = first_waits
+    ctx = make_ctx(url, n_trials=4, walk_forward={"folds": 0})
+    run_study(ctx, Window(0, ctx.frame.height), "paused", parse_storage(url), 4, seed=1)
+
+
+@pytest.mark.slow
+def test_a_worker_paused_past_its_heartbeat_drops_its_trial_and_goes_on(postgres_server, tmp_path):
+    """SIGSTOP mid-trial (a swapped-out or suspended machine): its heartbeat stops, another
+    worker fails the trial; resumed, the worker drops that result and the total stays exact."""
+    from aio.optimize.storage import fail_stale, open_storage
+
+    url = postgres_server.url("aio_pause")
+    spec = parse_storage(url)
+    p = mp.get_context("spawn").Process(target=_pausing_worker, args=(url, str(tmp_path)))
+    p.start()
+    try:
+        info = _wait_for("the first trial to run", lambda: (tmp_path / "paused.running").exists() and
+                         json.loads((tmp_path / "paused.running").read_text()), [p])
+        os.kill(info["pid"], signal.SIGSTOP)
+        study = optuna.load_study(study_name="paused", storage=open_storage(spec, 1))
+
+        def failed() -> bool:
+            with claim_lock(spec, "paused"):  # what any other worker does before it claims a trial
+                fail_stale(study)
+            return study._storage.get_trial(study.trials[0]._trial_id).state == TrialState.FAIL
+
+        _wait_for("the paused trial to be failed by heartbeat", failed, timeout=60)
+        (tmp_path / "go").touch()
+        os.kill(info["pid"], signal.SIGCONT)
+        p.join(DEADLINE_S)
+        assert p.exitcode == 0
+    finally:
+        if p.is_alive():
+            os.kill(p.pid, signal.SIGCONT)
+            p.kill()
+    trials = optuna.load_study(study_name="paused", storage=url).trials
+    assert [t.state for t in trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+    assert "trades" not in trials[0].user_attrs  # the late result was dropped, not written into a failed trial
