@@ -87,7 +87,8 @@ def _as_server_user(root: Path) -> list[str]:
 def start_server() -> tuple[PostgresServer, list[str], Path]:
     bindir = _bin_dir()
     # Not pytest's tmp_path: its parents are private to root and the server may run as postgres.
-    root = Path(tempfile.mkdtemp(prefix="aio-pg-"))
+    # /tmp when root: a private TMPDIR may not be reachable by postgres; short for the socket path.
+    root = Path(tempfile.mkdtemp(prefix="aio-pg-", dir="/tmp" if os.geteuid() == 0 and Path("/tmp").is_dir() else None))
     data, sock = root / "data", root / "sock"
     sock.mkdir()
     prefix = _as_server_user(root)
