@@ -209,7 +209,7 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
     if before >= target and not (spec.shareable and heartbeat_enabled(study._storage) and running_trials(study)):
         log.info("study already complete", study=study_name, trials=before, target=target)
         return study
-    log.info("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,
+    log.debug("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,
              have=before, target=target, workers=n_workers, sampler=cfg.name)
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     procs = []
@@ -222,12 +222,13 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
                             daemon=False, name=f"aio-optimize-{i}")
             p.start()
             procs.append(p)
-    from tqdm.auto import tqdm
+    from aio.progress import bar as tqdm  # rich bars that keep clear of log lines
 
     bar = tqdm(total=target, initial=before, desc=label or study_name, unit="trial", leave=False,
                disable=None, mininterval=0.5)
 
     def progress(n: int) -> None:
+        log.debug("trials counted", study=study_name, trials=n, target=target)  # log.jsonl only
         bar.n = min(n, target)
         bar.refresh()
 
