@@ -68,9 +68,10 @@ def make_ctx(url: str, **opt) -> Context:
     spec = load_builtin("sma_cross")
     space = search_space(spec, cfg.params, cfg.space)
     bt = BacktestConfig(initial_capital=100_000.0, qty=10_000.0, commission=0.002, slippage_ticks=1)
-    return Context(frame=synthetic_bars(), spec=spec, bt=bt, sizer=None, predictions={},
-                   objectives=resolve_objectives(cfg), cfg=cfg, space=space,
-                   fixed={k: v for k, v in spec.params.items() if k not in space})
+    from aio.backtest.evaluator import Evaluator
+
+    return Context(ev=Evaluator(synthetic_bars(), bt), spec=spec, objectives=resolve_objectives(cfg), cfg=cfg,
+                   space=space, fixed={k: v for k, v in spec.params.items() if k not in space})
 
 
 def _write_json(path: Path, data: dict) -> None:
