@@ -214,6 +214,12 @@ def stage_analyze(run: Run) -> None:
     impl(run)
 
 
+def stage_import_pine(run: Run) -> None:
+    from aio.pine.importer import stage_import_pine as impl
+
+    impl(run)
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "ingest": stage_ingest,
     "bars": stage_bars,
@@ -229,6 +235,7 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "backtest": stage_backtest,
     "export": stage_export,
     "report": stage_report,
+    "import_pine": stage_import_pine,
 }
 
 TASK_STAGES: dict[str, list[str]] = {
@@ -241,6 +248,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
     "similar": ["similar"],
     "analyze": ["analyze"],
+    "import_pine": ["import_pine"],
 }
 
 
