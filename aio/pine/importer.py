@@ -249,9 +249,11 @@ class _Translator:
         self.notes: list[str] = []
         self._counter: dict[str, int] = {}
         self._renamed: set[str] = set()
+        self._argpos: dict[int, dict] = {}
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, node: dict | None, construct: str, why: str, fix: str = "") -> PineImportError:
+        node = self._argpos.get(id(node), node)  # a named argument: point at its name
         line = node.get("lineno") if isinstance(node, dict) else None
         col = None
         src = ""
@@ -261,7 +263,7 @@ class _Translator:
         where = f"{self.file}:{line}:{col}" if line else self.file
         msg = f"{where}: {construct} is not supported by the Pine importer: {why}"
         if fix:
-            msg += f". {fix}"
+            msg += f". {fix[0].upper()}{fix[1:]}"
         if src:
             msg += f"\n  {src.expandtabs(1)}\n  {' ' * ((col or 1) - 1)}^"
         return PineImportError(msg, line, col, construct)
@@ -281,6 +283,8 @@ class _Translator:
                                 "wrap the call in an if block instead")
             elif name not in sig:
                 raise self.fail(a, f"{fn}({name}=...)", f"{fn}() has no argument {name!r} in Pine v6")
+            else:
+                self._argpos[id(a["value"])] = a
             out[name] = a["value"]
         return out
 
@@ -832,6 +836,8 @@ class _Translator:
 
     def tuple_assign(self, st: dict, tgt: dict, value: dict) -> None:
         fn = dotted(value["func"]) if value["_type"] == "Call" else None
+        if fn is not None and fn not in templates() and fn not in self.functions:
+            raise self.fail(value, fn, "it has no mapping to an aio indicator (see aio/indicators/pine_map.py)")
         if fn not in templates():
             raise self.fail(value, "a tuple assignment from this expression",
                             "only ta.* calls that return tuples (ta.bb, ta.macd, ta.dmi, ta.kc) are translated")
