@@ -51,6 +51,8 @@ REFUSALS = {
                       "user function f()"),
     "reassignment": (HEAD + "var float level = 1.0\nlevel := close\n" + ENTRY, 5, 1, "reassignment level :="),
     "var_state": (HEAD + "var float first = close\n" + ENTRY, 4, 1, "var with a non-constant initial value"),
+    "var_na_state": (HEAD + "var float d = na\nif close > d\n    strategy.entry(\"L\", strategy.long)\n", 5, 12,
+                     "the var 'd'"),
     "ternary": (HEAD + "m = close > open ? close : open\n" + ENTRY, 4, 5, "?: operator"),
     "switch": (HEAD + 'm = switch len\n    1 => close\n    => open\n' + ENTRY, 4, 5, "switch"),
     "unmapped_ta": (HEAD + "[st, dir] = ta.supertrend(3, 10)\n" + ENTRY, 4, 13, "ta.supertrend"),
@@ -178,6 +180,23 @@ EXITS_SPEC = {
 }
 
 
+# Distance exits fixed at the entry decision (ATR multiples, percent of the close).
+ATR_EXITS_SPEC = {
+    "name": "atr_exits", "params": {"fast": 8, "slow": 30, "sl": 2.0, "atr_n": 10},
+    "space": {"fast": {"type": "int", "low": 2, "high": 20}, "slow": {"type": "int", "low": 21, "high": 80},
+              "sl": {"type": "float", "low": 0.5, "high": 5.0, "step": 0.5}, "atr_n": {"type": "int", "low": 5, "high": 30}},
+    "indicators": {"f": {"fn": "EMA", "inputs": {"close": "close"}, "params": {"timeperiod": "fast"}},
+                   "s": {"fn": "EMA", "inputs": {"close": "close"}, "params": {"timeperiod": "slow"}}},
+    "rules": [{"id": "L", "when": "crossover(f, s)", "action": "entry", "direction": "long"},
+              {"id": "S", "when": "crossunder(f, s)", "action": "entry", "direction": "short"}],
+    "exit": {"stop_atr": "sl", "take_atr": 3.5, "atr_length": "atr_n", "id": "Bracket"},
+}
+PCT_EXITS_SPEC = {**ATR_EXITS_SPEC, "name": "pct_exits", "params": {"fast": 8, "slow": 30},
+                  "space": {k: v for k, v in ATR_EXITS_SPEC["space"].items() if k in ("fast", "slow")},
+                  "exit": {"stop_pct": 0.4, "take_pct": 0.9}}
+EXTRA_SPECS = {"exits_demo": EXITS_SPEC, "atr_exits": ATR_EXITS_SPEC, "pct_exits": PCT_EXITS_SPEC}
+
+
 @pytest.fixture(scope="module")
 def scripts(tmp_path_factory):
     """Every script of this module parsed in one tool-venv process: name -> (path, text, tree)."""
@@ -192,8 +211,9 @@ def scripts(tmp_path_factory):
     for n in EXPORTABLE:
         paths[f"export_{n}"] = out / f"{n}.pine"
         paths[f"export_{n}"].write_text(export_strategy(load_builtin(n), backtest=bt))
-    paths["export_exits_demo"] = out / "exits_demo.pine"
-    paths["export_exits_demo"].write_text(export_strategy(load_spec(EXITS_SPEC), backtest=bt))
+    for n, spec in EXTRA_SPECS.items():
+        paths[f"export_{n}"] = out / f"{n}.pine"
+        paths[f"export_{n}"].write_text(export_strategy(load_spec(spec), backtest=bt))
     names = list(paths)
     parsed = parse_files([paths[n] for n in names])
     return {n: (paths[n], paths[n].read_text(), d) for n, d in zip(names, parsed)}
@@ -241,9 +261,9 @@ def test_tradingview_builtins_translate_to_the_shipped_definitions(scripts):
 # -- round trip --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", EXPORTABLE + ["exits_demo"])
+@pytest.mark.parametrize("name", EXPORTABLE + list(EXTRA_SPECS))
 def test_export_then_import_gives_the_same_trades(scripts, tv_bars, name):
-    original = load_spec(EXITS_SPEC) if name == "exits_demo" else load_builtin(name)
+    original = load_spec(EXTRA_SPECS[name]) if name in EXTRA_SPECS else load_builtin(name)
     back = _import(scripts, f"export_{name}", name).spec
     assert back.params == original.params
     assert {k: (v.type, v.low, v.high) for k, v in back.space.items()} == \
@@ -266,6 +286,13 @@ def test_exported_levels_closes_and_limits_come_back(scripts):
     assert flat["action"] == "close" and flat["direction"] == "both"
     dn = [r for r in sec["rules"] if r["id"] == "Dn"][0]
     assert dn["type"] == "limit" and dn["price"] == "close + k * sd"
+
+
+def test_distance_exits_come_back_as_distances(scripts):
+    atr = _import(scripts, "export_atr_exits").section["exit"]
+    assert atr == {"stop_atr": "sl", "take_atr": 3.5, "atr_length": "atr_n", "id": "Bracket"}
+    pct = _import(scripts, "export_pct_exits").section["exit"]
+    assert pct == {"stop_pct": 0.4, "take_pct": 0.9, "id": "Exit"}
 
 
 # -- the subset ----------------------------------------------------------------------------

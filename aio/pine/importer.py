@@ -250,6 +250,11 @@ class _Translator:
         self._counter: dict[str, int] = {}
         self._renamed: set[str] = set()
         self._argpos: dict[int, dict] = {}
+        # aio's distance exits as the exporter writes them: `var float d = na`, set with := in
+        # `if <any entry condition>`, read by strategy.exit(loss=d / syminfo.mintick)
+        self.dist_vars: dict[str, dict] = {}
+        self.dist_set: dict[str, tuple[Node, Node, dict]] = {}
+        self.dist_exits: dict[str, tuple[dict[str, str], str, dict]] = {}  # entry id -> ({loss|profit: var}, name, node)
 
     # -- errors ---------------------------------------------------------------------------
     def fail(self, node: dict | None, construct: str, why: str, fix: str = "") -> PineImportError:
@@ -421,6 +426,9 @@ class _Translator:
             return self.indicator(node, "hlcc4", [], "hlcc4")
         if n == "na":
             raise self.fail(node, "na as a value", "rules test for na with na(x) and replace it with nz(x)")
+        if n in self.dist_vars:
+            raise self.fail(node, f"the var {n!r}", "a var starting at na keeps state from bar to bar; it is read "
+                                                   "only as an exit distance (strategy.exit(loss=d / syminfo.mintick))")
         if n in self.strings:
             raise self.fail(node, f"the string {n!r} in an expression", "rules compute with numbers and booleans only")
         if n in self.visual:
@@ -625,6 +633,13 @@ class _Translator:
 
     def if_block(self, node: dict, conds: list[Node]) -> None:
         test = self.expr(node["test"])
+        body = node["body"]
+        if not conds and not node.get("orelse") and body and all(
+                st["_type"] == "ReAssign" and st["target"]["_type"] == "Name" and st["target"]["id"] in self.dist_vars
+                for st in body):
+            for st in body:  # distances fixed when an entry is decided (aio's exit.stop_atr/..._pct)
+                self.dist_set[st["target"]["id"]] = (test, self.expr(st["value"]), st)
+            return None
         placed = set()
         for st in node["body"]:
             self.statement(st, conds + [test], top=False)
@@ -743,6 +758,9 @@ class _Translator:
 
     def exit(self, v: dict) -> None:
         a = self.bind(v, "strategy.exit")
+        if ("loss" in a or "profit" in a) and not any(k in a for k in ("stop", "limit", "trail_price", "trail_points",
+                                                                       "trail_offset", "qty", "qty_percent")):
+            return self.distance_exit(v, a)
         for k in ("profit", "loss", "trail_price", "trail_points", "trail_offset", "qty", "qty_percent", "oca_name"):
             if k in a:
                 raise self.fail(a[k], f"strategy.exit({k}=...)",
@@ -767,6 +785,77 @@ class _Translator:
                     self.exits.setdefault(f"{key}:{s}", (src, v))
                     if self.exits[f"{key}:{s}"][0] != src:
                         raise self.fail(v, "a second strategy.exit with other levels", "one level per side")
+
+    def distance_exit(self, v: dict, a: dict) -> None:
+        """strategy.exit(loss=d / syminfo.mintick, profit=...) with d one of the exporter's entry-time distances."""
+        used: dict[str, str] = {}
+        for k in ("loss", "profit"):
+            if k not in a:
+                continue
+            x = a[k]
+            ok = (x["_type"] == "BinOp" and x["op"]["_type"] == "Div" and x["left"]["_type"] == "Name"
+                  and x["left"]["id"] in self.dist_set and dotted(x["right"]) == "syminfo.mintick")
+            if not ok:
+                raise self.fail(x, f"strategy.exit({k}=...)",
+                                "ticks are translated only as d / syminfo.mintick, with d a distance set when an "
+                                "entry is decided (var float d = na; if <entry conditions> d := k * ta.atr(n))")
+            used[k] = x["left"]["id"]
+        if "from_entry" not in a:
+            raise self.fail(v, "strategy.exit(loss=/profit=) without from_entry", "name the entry it protects")
+        eid = self.const_str(a["from_entry"], "from_entry")
+        name = (self.const_str(a["comment"], "comment") if "comment" in a
+                else self.const_str(a["id"], "strategy.exit's id"))
+        self.dist_exits[self._rule_id(eid, v)] = (used, name, v)
+
+    def _distance_exit_dict(self) -> dict[str, Any]:
+        entries = [r for r in self.rules if r.action == "entry"]
+        any_entry = entries[0].when
+        for r in entries[1:]:
+            any_entry = Binary("or", any_entry, r.when)
+        first_node = next(iter(self.dist_exits.values()))[2]
+        if self.exits:
+            raise self.fail(first_node, "strategy.exit with both loss=/profit= and stop=/limit= exits",
+                            "aio uses either price levels or distances")
+        missing = sorted({r.id for r in entries} - set(self.dist_exits))
+        kinds = {tuple(sorted(u.items())) for u, _, _ in self.dist_exits.values()}
+        if missing or len(kinds) != 1:
+            raise self.fail(first_node, "distance exits for some entries only",
+                            f"aio's distances protect every entry ({', '.join(missing) or 'with the same distances'})")
+        out: dict[str, Any] = {}
+        atr_len = None
+        for k, var in dict(next(iter(kinds))).items():
+            test, value, st = self.dist_set[var]
+            if to_source(test) != to_source(any_entry):
+                raise self.fail(st, f"the distance {var} set under this condition",
+                                "aio fixes exit distances when any entry is decided; set it under the OR of "
+                                "every entry condition")
+            key = "stop" if k == "loss" else "take"
+
+            def factor(n: Node) -> Any:
+                if isinstance(n, Num):
+                    return float(n.value)
+                if isinstance(n, Name) and n.attr is None and n.name in self.params:
+                    return n.name
+                raise self.fail(st, f"the distance factor {to_source(n)}", "it must be a number or an input")
+
+            if isinstance(value, Binary) and value.op == "*" and isinstance(value.right, Name) and                     self.series.get(value.right.name, {}).get("fn") in ("ATR", "ATR_TV"):
+                out[f"{key}_atr"] = factor(value.left)
+                n = self.series[value.right.name].get("params", {}).get("timeperiod", 14)
+                if atr_len is not None and atr_len != n:
+                    raise self.fail(st, "two ATR lengths in the exits", "aio's exits share one ATR")
+                atr_len = n
+            elif isinstance(value, Binary) and value.op == "/" and isinstance(value.right, Num) and                     value.right.value == 100 and isinstance(value.left, Binary) and value.left.op == "*" and                     isinstance(value.left.left, Name) and value.left.left.key == "close":
+                out[f"{key}_pct"] = factor(value.left.right)
+            else:
+                raise self.fail(st, f"the distance {to_source(value)}",
+                                "distances are translated as k * ta.atr(n) or close * k / 100")
+        if atr_len is not None:
+            out["atr_length"] = atr_len
+            self._note("atr", "ATR exit distances use TA-Lib's ATR in aio's backtest, as in every aio strategy "
+                              "(Pine's ta.atr seeds its first values differently; they converge)")
+        names = {n for _, n, _ in self.dist_exits.values()}
+        out["id"] = sorted(names)[0]
+        return out
 
     def strategy_decl(self, v: dict) -> None:
         if self.title is not None:
@@ -801,6 +890,9 @@ class _Translator:
         mode = (st.get("mode") or {}).get("_type")
         vt = value["_type"]
         fn = dotted(value["func"]) if vt == "Call" else None
+        if mode == "Var" and value["_type"] == "Name" and value["id"] == "na":
+            self.dist_vars[name] = st  # only usable as an exit distance (see if_block / exit)
+            return None
         if mode == "Var":
             try:
                 c = self.const_value(value, "")
@@ -1027,6 +1119,8 @@ class _Translator:
         return out
 
     def _exit_dict(self) -> dict[str, Any]:
+        if self.dist_exits:
+            return self._distance_exit_dict()
         if not self.exits:
             return {}
         resolved: dict[str, tuple[str, dict]] = {}
