@@ -22,11 +22,12 @@ import polars as pl
 import pytest
 import yaml
 
-from aio.backtest import BacktestConfig, run_backtest
+from aio.backtest import BacktestConfig
+from aio.backtest.evaluator import Evaluator
 from aio.pine import export_strategy
 from aio.pine.importer import PineImportError, import_files, translate
 from aio.pine.pine_ast import parse_files
-from aio.strategy import CONF_DIR, load_builtin, load_spec, signals
+from aio.strategy import CONF_DIR, load_builtin, load_spec
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "pine"
@@ -34,7 +35,22 @@ TV_SCRIPTS = {"rsi_strategy": "rsi_trades.csv", "macd_strategy": "macd_trades.cs
               "bollinger_bands_strategy": "bollinger_trades.csv"}
 SHIPPED = sorted(p.stem for p in CONF_DIR.glob("*.yaml"))
 EXPORTABLE = [n for n in SHIPPED if not load_builtin(n).uses_model()]
-TV_BT = BacktestConfig(**yaml.safe_load((REPO / "conf" / "backtest" / "tradingview.yaml").read_text()))
+
+
+def _backtest_choice(name: str) -> BacktestConfig:
+    """conf/backtest/NAME.yaml over its defaults, as Hydra composes it (backtest=tradingview)."""
+    from aio.config import build
+
+    node = yaml.safe_load((REPO / "conf" / "backtest" / f"{name}.yaml").read_text())
+    merged: dict = {}
+    for d in node.pop("defaults", []):
+        if d != "_self_":
+            merged.update(yaml.safe_load((REPO / "conf" / "backtest" / f"{d}.yaml").read_text()))
+    merged.update(node)
+    return build(BacktestConfig, merged, "backtest")
+
+
+TV_BT = _backtest_choice("tradingview")
 
 HEAD = '//@version=6\nstrategy("T", overlay=true)\nlen = input.int(14, "Length", minval=2, maxval=50)\n'
 ENTRY = 'if ta.crossover(close, ta.sma(close, len))\n    strategy.entry("L", strategy.long)\n'
@@ -154,8 +170,8 @@ def synthetic_frame(n: int = 6000, seed: int = 7) -> pl.DataFrame:
 
 
 def trades(spec, frame: pl.DataFrame, bt: BacktestConfig = TV_BT, params=None) -> pl.DataFrame:
-    arrays = {c: frame[c].to_numpy() for c in ("open", "high", "low", "close", "volume")}
-    return run_backtest(frame, signals(spec, arrays, params), bt).trades
+    """The trades of one strategy through the one evaluator (broker invariants checked)."""
+    return Evaluator(frame, bt, symbol="EURUSD").run(spec, params, metrics=["trade_count"]).trades
 
 
 def _bars_frame(bars) -> pl.DataFrame:
@@ -233,8 +249,7 @@ def test_tradingview_builtin_reproduces_tradingviews_trade_list(scripts, tv_bars
 
     res = _import(scripts, script)
     assert res.section["pine"]["origin"].startswith("pine_import of ")
-    arrays = {c: tv_bars.col(c) for c in ("open", "high", "low", "close", "volume")}
-    result = run_backtest(tv_bars, signals(res.spec, arrays), TV_BT)
+    result = Evaluator(tv_bars.frame, TV_BT, symbol="EURUSD").run(res.spec, metrics=["trade_count"]).result
     theirs = load_tv_trades(tv_dir / TV_SCRIPTS[script])
     assert result.trades.height == theirs.height > 100
     assert compare_trades(result, theirs) == []
