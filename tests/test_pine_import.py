@@ -376,13 +376,33 @@ def test_reexport_carries_the_origin_and_reimports_to_the_same_rules(scripts, tm
     assert again["rules"] == res.section["rules"] and again["params"] == {"length": 30, "mult": 2.5}
 
 
+def test_import_goes_to_the_strategy_library_once(scripts, tmp_path):
+    from aio.config import build
+    from aio.pine.importer import add_to_library
+    from aio.store import PatternLibrary
+    from aio.store.config import LanceDBStoreConfig
+
+    cfg = build(LanceDBStoreConfig, {"path": str(tmp_path / "lib.lancedb")}, "store")
+    res = _import(scripts, "macd_strategy")
+    first = add_to_library(res, cfg)
+    again = add_to_library(_import(scripts, "macd_strategy"), cfg)  # the same script imported twice
+    assert first["strategy_id"] == again["strategy_id"] and first["source"] == "pine_import"
+    lib = PatternLibrary.from_config(cfg)
+    assert lib.strategies().height == 1
+    rec = lib.get_strategy(first["strategy_id"])
+    assert rec.metrics["source"] == "pine_import" and rec.metrics["pine_import"]["sha256"] == res.sha256
+    stored = load_spec({**rec.definition, "params": rec.params})  # the row is a complete strategy
+    frame = synthetic_frame()
+    assert trades(stored, frame).equals(trades(res.spec, frame))
+
+
 @pytest.mark.slow
 def test_import_task_then_walk_forward_retune_and_reexport(tmp_path):
     """The CLI as a user runs it: import, then the strategy YAML re-tuned walk-forward and re-exported."""
     run1 = tmp_path / "import"
     script = tmp_path / "my_strategy.pine"
     shutil.copy(DATA / "macd_strategy.pine", script)
-    proc = aio("task=import_pine", f"pine.path={script}", f"hydra.run.dir={run1}", cwd=tmp_path)
+    proc = aio("task=import_pine", f"pine.path={script}", "store.location=run", f"hydra.run.dir={run1}", cwd=tmp_path)
     assert proc.stdout.strip().splitlines()[-1] == f"run_dir: {run1.resolve()}"
     out = run1 / "strategies" / "my_strategy.yaml"
     sec = yaml.safe_load(out.read_text())
@@ -390,6 +410,8 @@ def test_import_task_then_walk_forward_retune_and_reexport(tmp_path):
     assert "source pine_import" in out.read_text().splitlines()[0]
     metrics = json.loads((run1 / "metrics.json").read_text())
     assert metrics["pine_import"]["rules"] == ["MacdLE", "MacdSE"] and metrics["pine_import"]["source"] == "pine_import"
+    lib = metrics["pine_import"]["library"]
+    assert lib["added"] and lib["library"] == str(run1 / "patterns.lancedb")
     # re-tune: the YAML as a strategy choice (a search-path folder with strategy/<name>.yaml)
     lib = tmp_path / "lib" / "strategy"
     lib.mkdir(parents=True)

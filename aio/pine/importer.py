@@ -1222,7 +1222,7 @@ def stage_import_pine(run: Any) -> None:
     """``task=import_pine pine.path=FILE``: the strategy YAML into ``strategies/<name>.yaml`` of the run."""
     import structlog
 
-    from aio.appconfig import section
+    from aio.appconfig import plugin_config, section
     from aio.config import build
     from aio.errors import ConfigError
 
@@ -1239,16 +1239,28 @@ def stage_import_pine(run: Any) -> None:
     run.metrics["pine_import"] = {
         "name": res.name, "file": str(Path(cfg.path).resolve()), "sha256": res.sha256, "source": SOURCE,
         "yaml": str(out), "rules": [r["id"] for r in res.section["rules"]], "params": res.section["params"],
-        "notes": res.notes, "strategy_settings": res.settings, "library": _add_to_library(res, run),
+        "notes": res.notes, "strategy_settings": res.settings,
+        "library": add_to_library(res, plugin_config("store", run.cfg)[1], run.run_dir),
     }
     log.info("pine imported", name=res.name, rules=len(res.section["rules"]), notes=len(res.notes), yaml=str(out))
 
 
-def _add_to_library(res: ImportResult, run: Any) -> dict[str, Any]:
-    """The strategy library (aio.discover.library) once it exists in this checkout."""
-    import importlib.util
+def add_to_library(res: ImportResult, store_cfg: Any, run_dir: str | Path | None = None) -> dict[str, Any]:
+    """The imported strategy into the strategy library (the pattern library's ``strategies`` table).
 
-    if importlib.util.find_spec("aio.discover") is None or importlib.util.find_spec("aio.discover.library") is None:
-        return {"added": False, "reason": "aio.discover.library is not in this checkout; the YAML is in strategies/"}
-    # the library exists but this importer was written before its API: say so rather than guess
-    return {"added": False, "reason": "aio.discover.library is present but not wired to the importer yet"}
+    Idempotent: the row's id is a hash of name, definition and parameters, so importing the
+    same script again rewrites the same row. ``metrics.source`` is ``pine_import``.
+    """
+    from aio.store import PatternLibrary
+    from aio.store.records import StrategyRecord
+
+    lib = PatternLibrary.from_config(store_cfg, run_dir)
+    definition = {k: v for k, v in res.section.items() if k != "params"}
+    rec = StrategyRecord(
+        name=res.name, definition=definition, params=dict(res.section["params"]), kind="rules",
+        metrics={"source": SOURCE, SOURCE: {"file": Path(res.file).name, "sha256": res.sha256,
+                                            "origin": res.section["pine"]["origin"], "notes": res.notes,
+                                            "strategy_settings": res.settings}},
+    )
+    (sid,) = lib.add_strategy(rec)
+    return {"added": True, "strategy_id": sid, "library": str(lib.path), "table": "strategies", "source": SOURCE}
