@@ -82,6 +82,9 @@ REFUSALS = {
                   "built-in variable bar_index"),
     "partial_close": (HEAD + ENTRY + 'if close < open\n    strategy.close("L", qty_percent=50)\n', 7, 25,
                       "strategy.close(qty_percent=...)"),
+    "partial_side_close": (HEAD + ENTRY + 'if close > high[1]\n    strategy.entry("L2", strategy.long)\n'
+                           'if close < open\n    strategy.close("L", comment="Out")\n', 9, 5,
+                           "strategy.close of part of the long entries"),
     "when_argument": (HEAD + 'strategy.entry("L", strategy.long, when=close > open)\n', 4, 36,
                       "strategy.entry(when=...)"),
     "version5": (HEAD.replace("version=6", "version=5") + ENTRY, 1, 1, "//@version"),
@@ -123,7 +126,9 @@ else if close[1] > slow and close < slow
     strategy.close("Long", comment="LongOut")
 
 strategy.exit("Stops", "Long", stop=low[1] - stopMult * rng, limit=high + 2 * stopMult * rng)
-plot(fast, "fast", color=color.blue)
+barTint = close > open ? color.new(color.green, 80) : na
+p1 = plot(fast, "fast", color=color.blue)
+bgcolor(longCond ? color.new(color.green, 90) : na)
 """
 
 # The same strategy written by hand in aio's YAML: the reference for the kitchen sink's trades.

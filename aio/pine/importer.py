@@ -239,6 +239,7 @@ class _Translator:
         self.visual: set[str] = set()
         self.functions: dict[str, dict] = {}
         self.rules: list[_Rule] = []
+        self.order: list[tuple[str, Any]] = []  # ("entry", id) | ("close", index into closes)
         self.closes: list[tuple[str, str | None, Node, dict]] = []  # (entry id, comment, when, node)
         self.exits: dict[str, tuple[str, dict]] = {}  # "stop_long" -> (source, node)
         self.exit_id: str | None = None
@@ -740,6 +741,7 @@ class _Translator:
                 r.when = Binary("or", r.when, when)
                 return
         self.rules.append(_Rule(rid, when, "entry", direction, kind, price, False, oca, v))
+        self.order.append(("entry", rid))
 
     def _note(self, key: str, text: str) -> None:
         if text not in self.notes:
@@ -753,7 +755,10 @@ class _Translator:
         if "immediately" in a and self.const_value(a["immediately"], "immediately") is True:
             raise self.fail(a["immediately"], f"{fn}(immediately=true)", "aio fills closes at the next bar's open")
         comment = self.const_str(a["comment"], "comment") if "comment" in a else None
+        if fn == "strategy.close" and "id" not in a:
+            raise self.fail(v, "strategy.close without an id", "name the entry it closes")
         target = None if fn == "strategy.close_all" else self.const_str(a["id"], "strategy.close's id")
+        self.order.append(("close", len(self.closes)))
         self.closes.append((target, comment, _and(conds), v))
 
     def exit(self, v: dict) -> None:
@@ -902,8 +907,8 @@ class _Translator:
             return self.constant(name, c, st)
         if fn is not None and (fn == "input" or fn.startswith("input.")):
             return self.input(name, value, fn)
-        if fn in VISUAL or (fn or "").startswith(("plot", "hline")):
-            self.visual.add(name)
+        if fn in VISUAL or (fn or "").startswith(("plot", "hline")) or _mentions_color(value):
+            self.visual.add(name)  # a plot handle or a color: drawing only, never read by orders
             return None
         if vt in ("Constant",) or (vt == "UnaryOp" and value["operand"]["_type"] == "Constant"):
             return self.constant(name, self.const_value(value, "this value"), st)
@@ -1026,8 +1031,11 @@ class _Translator:
 
     # -- assembling -----------------------------------------------------------------------
     def section(self, name: str, origin: str) -> dict[str, Any]:
-        rules = [self._rule_dict(r) for r in self.rules]
-        rules += self._close_rules()
+        # rules in the order of the script's first call of each (the broker sees them in this order)
+        closes = self._close_rules()
+        by_entry = {r.id: self._rule_dict(r) for r in self.rules}
+        rules = [by_entry[x] if kind == "entry" else closes[x] for kind, x in self.order
+                 if kind == "entry" or x in closes]
         exit_ = self._exit_dict()
         used = set()
         for r in rules:
@@ -1085,37 +1093,50 @@ class _Translator:
                 return r.direction
         raise self.fail(node, f"the entry id {eid!r}", "no strategy.entry in the script places it")
 
-    def _close_rules(self) -> list[dict[str, Any]]:
+    def _close_rules(self) -> dict[int, dict[str, Any]]:
+        """Close rules keyed by the position of their first call; one rule per comment.
+
+        Under each condition the calls of one rule must close every entry of the side(s)
+        they touch, because an aio close rule closes the whole side.
+        """
         groups: dict[str, dict[str, Any]] = {}
-        for target, comment, when, node in self.closes:
-            side = "both" if target is None else self._side_of(target, node)
+        for i, (target, comment, when, node) in enumerate(self.closes):
             rid = self._rule_id(comment, node) if comment else (f"Close_{self._rule_id(target, node)}" if target
                                                                else "CloseAll")
-            g = groups.setdefault(rid, {"when": when, "sides": set(), "targets": set(), "node": node})
-            if to_source(g["when"]) != to_source(when):
-                if target is not None and target in g["targets"]:
-                    g["when"] = Binary("or", g["when"], when)
-                elif not g["targets"] and not g["sides"]:
-                    g["when"] = when
-                else:
-                    g["when"] = Binary("or", g["when"], when)
-            g["sides"].add(side)
-            if target is not None:
-                g["targets"].add(self._rule_id(target, node))
-        out = []
+            g = groups.setdefault(rid, {"first": i, "node": node, "by_when": {}})
+            w = g["by_when"].setdefault(to_source(when), {"when": when, "targets": set(), "all": False, "node": node})
+            if target is None:
+                w["all"] = True
+            else:
+                self._side_of(target, node)
+                w["targets"].add(self._rule_id(target, node))
+        out = {}
         for rid, g in groups.items():
-            sides = g["sides"]
-            direction = "both" if "both" in sides or sides == {"long", "short"} else next(iter(sides))
-            if direction != "both":
-                side_ids = {r.id for r in self.rules if r.direction == direction}
-                if not side_ids <= g["targets"]:
-                    missing = ", ".join(sorted(side_ids - g["targets"]))
-                    raise self.fail(g["node"], f"strategy.close of part of the {direction} entries",
-                                    f"aio closes a whole side, and {missing} would stay open in TradingView",
-                                    f"close every {direction} entry under one comment, or use strategy.close_all")
+            directions = set()
+            for w in g["by_when"].values():
+                if w["all"]:
+                    directions.add("both")
+                    continue
+                sides = {r.direction for r in self.rules if r.id in w["targets"]}
+                for side in sides:
+                    side_ids = {r.id for r in self.rules if r.direction == side}
+                    if not side_ids <= w["targets"]:
+                        missing = ", ".join(sorted(side_ids - w["targets"]))
+                        raise self.fail(w["node"], f"strategy.close of part of the {side} entries",
+                                        f"aio closes a whole side, and {missing} would stay open in TradingView",
+                                        f"close every {side} entry under one comment, or use strategy.close_all")
+                directions.add("both" if sides == {"long", "short"} else next(iter(sides)))
+            if len(directions) != 1:
+                raise self.fail(g["node"], f"the close {rid!r} on different sides under different conditions",
+                                "one aio close rule closes one side (or both) under one condition",
+                                "give the closes of each side their own comment")
+            whens = [w["when"] for w in g["by_when"].values()]
+            when = whens[0]
+            for w in whens[1:]:
+                when = Binary("or", when, w)
             if any(r.id == rid for r in self.rules):
                 rid = f"{rid}_close"
-            out.append({"id": rid, "when": to_source(g["when"]), "action": "close", "direction": direction})
+            out[g["first"]] = {"id": rid, "when": to_source(when), "action": "close", "direction": directions.pop()}
         return out
 
     def _exit_dict(self) -> dict[str, Any]:
@@ -1148,6 +1169,17 @@ class _Translator:
                                and not (k.endswith("_short") and not any(r.direction == "short" for r in self.rules))}
         out["id"] = self.exit_id or "Exit"
         return out
+
+
+def _mentions_color(node: Any) -> bool:
+    if isinstance(node, list):
+        return any(_mentions_color(x) for x in node)
+    if not isinstance(node, dict):
+        return False
+    if node.get("_type") in ("Attribute", "Call") and (dotted(node.get("value")) == "color"
+                                                       or (dotted(node.get("func")) or "").startswith("color.")):
+        return True
+    return any(_mentions_color(v) for k, v in node.items() if k != "_type")
 
 
 def _names_src(src: str) -> set[str]:
