@@ -338,6 +338,31 @@ def test_kitchen_sink_trades_like_the_same_strategy_written_by_hand(scripts):
     assert ours["entry_signal"].equals(ref["entry_signal"]) and ours["exit_signal"].equals(ref["exit_signal"])
 
 
+def test_imported_strategies_do_not_look_ahead(scripts):
+    """Decisions up to bar T (orders, prices, exit levels and distances) ignore a rewritten future."""
+    frame = synthetic_frame(3000)
+    t = 2000
+    rng = np.random.default_rng(3)
+    future = frame.with_columns(*[
+        pl.concat([frame[c][: t + 1], pl.Series(frame[c][t + 1:].to_numpy() * (1 + rng.normal(0, 0.01, 3000 - t - 1)))])
+        for c in ("open", "high", "low", "close")
+    ])
+    for name in ("kitchen_sink", "export_atr_exits", "bollinger_bands_strategy"):
+        spec = _import(scripts, name).spec
+        a = Evaluator(frame, TV_BT, symbol="EURUSD").signals(spec)
+        b = Evaluator(future, TV_BT, symbol="EURUSD").signals(spec)
+        assert not np.array_equal(frame["close"].to_numpy(), future["close"].to_numpy())
+        for oa, ob in zip(a.orders, b.orders):
+            assert np.array_equal(oa.when[: t + 1], ob.when[: t + 1]), (name, oa.id)
+            if oa.price is not None:
+                np.testing.assert_array_equal(oa.price[: t + 1], ob.price[: t + 1])
+        if a.brackets is not None:
+            for k in ("stop_long", "limit_long", "stop_short", "limit_short", "stop_dist", "take_dist"):
+                x, y = getattr(a.brackets, k), getattr(b.brackets, k)
+                if x is not None:
+                    np.testing.assert_array_equal(x[: t + 1], y[: t + 1], err_msg=f"{name} {k}")
+
+
 @pytest.mark.parametrize("case", list(REFUSALS))
 def test_refusal_names_line_column_and_construct(scripts, case):
     _, line, col, construct = REFUSALS[case]
