@@ -278,6 +278,22 @@ def test_tradingview_builtins_translate_to_the_shipped_definitions(scripts):
     assert macd["indicators"]["aMACD"] == {"fn": "EMA", "inputs": {"close": "MACD"}, "params": {"timeperiod": "MACDLength"}}
 
 
+def test_the_inverse_map_covers_the_export_map():
+    """Every ta.* the exporter writes as one call reads back (compound exports are listed)."""
+    from aio.indicators import builtin_indicators
+    from aio.pine.pine_ast import templates
+
+    covered = {t.indicator for lst in templates().values() for t in lst}
+    exported = {n for n, d in builtin_indicators().items() if d.pine is not None}
+    # these export as an expression around a call (ta.sma(ta.stoch(...)), 100 * ta.tsi(...), ta.roc(...) / 100)
+    assert exported - covered == {"STOCH", "STOCHF", "TSI", "ROCP"}
+    assert templates()["ta.macd"][0].indicator == "MACD_TV" and templates()["ta.atr"][0].indicator == "ATR_TV"
+    stdev = templates()["ta.stdev"][0]
+    assert stdev.indicator == "STDDEV" and dict(stdev.fixed) == {"nbdev": 1.0}
+    bb = templates()["ta.bb"][0]
+    assert [s.names for s in bb.slots] == [("close",), ("timeperiod",), ("nbdevup", "nbdevdn")]
+
+
 # -- round trip --------------------------------------------------------------------------
 
 
