@@ -222,7 +222,7 @@ EXTRA_SPECS = {"exits_demo": EXITS_SPEC, "atr_exits": ATR_EXITS_SPEC, "pct_exits
 def scripts(tmp_path_factory):
     """Every script of this module parsed in one tool-venv process: name -> (path, text, tree)."""
     out = tmp_path_factory.mktemp("pine")
-    paths: dict[str, Path] = {n: DATA / f"{n}.pine" for n in TV_SCRIPTS}
+    paths: dict[str, Path] = {n: DATA / f"{n}.pine" for n in [*TV_SCRIPTS, "new_strategy_template"]}
     for n, (text, *_rest) in REFUSALS.items():
         paths[f"refuse_{n}"] = out / f"refuse_{n}.pine"
         paths[f"refuse_{n}"].write_text(text)
@@ -292,6 +292,20 @@ def test_the_inverse_map_covers_the_export_map():
     assert stdev.indicator == "STDDEV" and dict(stdev.fixed) == {"nbdev": 1.0}
     bb = templates()["ta.bb"][0]
     assert [s.names for s in bb.slots] == [("close",), ("timeperiod",), ("nbdevup", "nbdevdn")]
+
+
+def test_tradingviews_new_strategy_template_is_the_sma_cross(scripts):
+    """TradingView's "new strategy" template (SMA 14/28 cross) trades like sma_cross(14, 28)."""
+    res = _import(scripts, "new_strategy_template")
+    assert [r["id"] for r in res.section["rules"]] == ["My_Long_Entry_Id", "My_Short_Entry_Id"]
+    assert any("has no inputs" in n for n in res.notes) and any("'My Long Entry Id'" in n for n in res.notes)
+    assert len(res.section["indicators"]) == 2  # the same ta.sma calls in both conditions are one series each
+    frame = synthetic_frame()
+    ours = trades(res.spec, frame)
+    ref = trades(load_builtin("sma_cross"), frame, params={"fast": 14, "slow": 28})
+    assert ours.height > 20
+    assert ours.drop("entry_signal", "exit_signal").equals(ref.drop("entry_signal", "exit_signal"))
+    assert set(ours["entry_signal"]) == {"My_Long_Entry_Id", "My_Short_Entry_Id"}
 
 
 # -- round trip --------------------------------------------------------------------------

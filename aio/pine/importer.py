@@ -76,6 +76,9 @@ def translate(text: str, parsed: dict, file: str, name: str | None = None) -> Im
     name = name or slug(Path(file).stem)
     origin = f"{SOURCE} of {Path(file).name} (TradingView title \"{tr.title}\", sha256 {digest[:16]})"
     sec = tr.section(name, origin)
+    if not sec["params"]:
+        tr.notes.append("the script has no inputs, so a search has nothing to tune (write the numbers you want "
+                        "searched as input.int(...)/input.float(...))")
     res = ImportResult(name=name, section=sec, file=str(file), sha256=digest, notes=tr.notes, settings=tr.settings)
     try:
         res.spec  # noqa: B018 - validates; a failure here is our bug or an unsupported combination
