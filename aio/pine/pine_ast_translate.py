@@ -405,7 +405,7 @@ class Translator:
             return self.expr(self.inline(node, fn), hint)
         for prefix, why in REFUSED_CALLS.items():
             if fn == prefix or (prefix.endswith(".") and fn.startswith(prefix)):
-                raise self.fail(node, fn, why)
+                raise self.fail(node, fn, f"it {why}")
         if fn.startswith("input"):
             raise self.fail(node, f"{fn}() inside an expression", "inputs must be assigned to a variable of their own",
                             f"write `name = {fn}(...)` on its own line")
