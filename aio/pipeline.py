@@ -256,6 +256,12 @@ def stage_serve(run: Run) -> None:
     impl(run)
 
 
+def stage_import_pine(run: Run) -> None:
+    from aio.pine.importer import stage_import_pine as impl
+
+    impl(run)
+
+
 STAGES: dict[str, Callable[[Run], None]] = {
     "ingest": stage_ingest,
     "bars": stage_bars,
@@ -275,6 +281,7 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "publish": stage_publish,
     "control": stage_control,
     "serve": stage_serve,
+    "import_pine": stage_import_pine,
 }
 
 # tasks that never book money (so they need no conversion series)
@@ -295,6 +302,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "publish": ["publish"],
     "control": ["control"],
     "serve": ["serve"],
+    "import_pine": ["import_pine"],
 }
 
 

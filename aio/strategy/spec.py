@@ -110,6 +110,9 @@ class PineSpec:
     title: str | None = None
     overlay: bool = True
     shorttitle: str | None = None
+    # Where the strategy came from when aio did not write it (e.g. a Pine import); the
+    # exported header says so.
+    origin: str | None = None
 
 
 @dataclass
