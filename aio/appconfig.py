@@ -17,7 +17,7 @@ from aio.config import build, param
 from aio.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("run", "download", "dataset", "train", "optimize", "similar", "analyze")
+TASKS = ("run", "download", "dataset", "train", "optimize", "similar", "analyze", "discover", "strategies")
 
 
 @dataclass

@@ -23,6 +23,7 @@ BUILTIN_MODULES = [
     "aio.vlm",
     "aio.store",
     "aio.pine",
+    "aio.discover.proposers",
 ]
 
 

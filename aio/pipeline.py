@@ -108,7 +108,7 @@ def stage_indicators(run: Run) -> None:
 def stage_strategy(run: Run) -> None:
     from aio.strategy import load_spec
 
-    run.strategy = load_spec(section(run.cfg, "strategy"))
+    run.strategy = load_spec(section(run.cfg, "strategy"), store=section(run.cfg, "store"))
     run.params = dict(run.strategy.params)
     rules_with_model = run.strategy.uses_model()
     if rules_with_model and not run.predictions:
@@ -208,6 +208,24 @@ def stage_similar(run: Run) -> None:
     impl(run)
 
 
+def stage_discover(run: Run) -> None:
+    from aio.discover.stage import stage_discover as impl
+
+    impl(run)
+
+
+def stage_discover_export(run: Run) -> None:
+    from aio.discover.stage import stage_discover_export as impl
+
+    impl(run)
+
+
+def stage_strategies(run: Run) -> None:
+    from aio.discover.stage import stage_strategies as impl
+
+    impl(run)
+
+
 def stage_analyze(run: Run) -> None:
     from aio.vlm.analyze import stage_analyze as impl
 
@@ -229,18 +247,24 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "backtest": stage_backtest,
     "export": stage_export,
     "report": stage_report,
+    "discover": stage_discover,
+    "discover_export": stage_discover_export,
+    "strategies": stage_strategies,
 }
 
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
-    "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "backtest",
-            "export", "report"],
+    "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "discover",
+            "backtest", "export", "discover_export", "report"],
     "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "backtest", "export", "report"],
     "dataset": ["ingest", "bars", "indicators", "dataset"],
     "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
     "similar": ["similar"],
     "analyze": ["analyze"],
+    "discover": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
+                 "discover", "backtest", "export", "discover_export", "report"],
+    "strategies": ["strategies"],
 }
 
 
@@ -299,22 +323,26 @@ def validate(cfg: DictConfig, task: str) -> None:
         if section(cfg, key):
             plugin_config(kind, cfg, key)
     model = section(cfg, "model")
-    if model and task in ("run", "optimize", "train", "analyze"):
+    if model and task in ("run", "optimize", "train", "analyze", "discover"):
         factory, mcfg = plugin_config("model", cfg)
         preflight = getattr(factory(mcfg), "preflight", None)
         if preflight is not None:  # e.g. a VLM whose weights are missing
             preflight()
-    if model and model.get("name") not in (None, "none") and task in ("run", "optimize", "train"):
+    if model and model.get("name") not in (None, "none") and task in ("run", "optimize", "train", "discover"):
         from aio.hardware import choose, detect
         from aio.train.config import trainer_config
 
         tc = trainer_config(section(cfg, "trainer"))
         choose(detect(), accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision)  # GPU asked, none here
-    if task in ("run", "optimize"):
+    if task in ("run", "discover"):
+        from aio.discover.stage import validate as validate_discover
+
+        validate_discover(cfg, task)
+    if task in ("run", "optimize", "discover"):
         from aio.sizing.chain import parse_chain
         from aio.strategy import load_spec
 
-        load_spec(section(cfg, "strategy"))
+        load_spec(section(cfg, "strategy"), store=section(cfg, "store"))
         from aio.backtest import BacktestConfig
 
         build(BacktestConfig, section(cfg, "backtest"), "backtest")

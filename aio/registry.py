@@ -37,6 +37,7 @@ KINDS: dict[str, str | None] = {
     "sampler": None,
     "store": "store",
     "task": None,
+    "proposer": None,  # discovery proposers, chosen by name in discover.proposers
 }
 
 ENTRY_POINT_GROUP = "aio.plugins"

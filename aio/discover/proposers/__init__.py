@@ -1,0 +1,53 @@
+"""Proposers (registry kind ``proposer``): each turns what it knows into candidates.
+
+A proposer is a class with ``Config`` (its typed options, ``discover.<name>.*``) and
+``propose(ctx, budget) -> list[Candidate]``. It sees only the proposal window's bars
+(``ctx``), never the walk-forward OOS bars the gates judge nor the holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class ProposeContext:
+    grammar: Any  # aio.discover.grammar.Grammar built on the proposal window
+    evaluator: Any  # over the discovery bars; proposers may only run it with end <= proposal_end
+    proposal_end: int
+    discovery_end: int
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # model.* over the discovery bars
+    model_id: str | None = None
+    library: Any = None  # aio.store.PatternLibrary or None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    min_trades: int = 10
+    env: dict[str, np.ndarray] = field(default_factory=dict)  # price series of the discovery bars
+    notes: list[str] = field(default_factory=list)  # what a proposer wants the report to say
+
+    def evaluator_env(self) -> dict[str, np.ndarray]:
+        return self.env
+
+    def fitness(self, spec: Any) -> float:
+        """In-sample Sharpe on the proposal window (what the funnel's screen measures)."""
+        e = self.evaluator.run(spec, None, start=0, end=self.proposal_end, metrics=["sharpe", "trade_count"])
+        if (e.metrics.get("trade_count") or 0) < self.min_trades:
+            return -np.inf
+        s = e.metrics.get("sharpe")
+        return float(s) if s is not None and np.isfinite(s) else -np.inf
+
+
+def register(registry) -> None:
+    from aio.discover.proposers.distill import Distill
+    from aio.discover.proposers.grammar_search import GrammarSearch
+    from aio.discover.proposers.library import LibraryProposer
+
+    registry.add("proposer", "distill", Distill, description="shallow trees fitted to the model's OOS probabilities")
+    registry.add("proposer", "grammar_search", GrammarSearch, description="evolutionary search over the grammar (control)")
+    registry.add("proposer", "library", LibraryProposer, description="strategy library + shipped strategies, re-tested")
+
+
+__all__ = ["ProposeContext", "register", "Path"]
