@@ -58,7 +58,7 @@ class TuneConfig:
     objective: str = param("sharpe")
     n_trials: int = param(30, ge=1, help="trials per walk-forward fold")
     folds: int = param(3, ge=1)
-    oos_fraction: float = param(0.3, gt=0, lt=1, help="share of the discovery window that is walk-forward OOS")
+    oos_fraction: float = param(0.5, gt=0, lt=1, help="share of the discovery window that is walk-forward OOS")
     min_trades: int = param(10, ge=0, help="a trial trading less in its IS window is discarded")
 
 
@@ -187,13 +187,14 @@ def _num(v: Any) -> float:
 
 def parse_candidates(cands: list[Candidate], grammar_cfg: Any) -> None:
     """Build, check and dedup (canonical text) in place; first proposer wins a duplicate."""
-    from aio.discover.grammar import candidate_id, canonical_text, check_limits, structure_text
+    from aio.discover.grammar import candidate_id, canonical_text, check_limits, fast_spec, structure_text
     from aio.strategy import load_spec
 
     seen: dict[str, str] = {}
     for c in cands:
         try:
-            spec = load_spec(c.spec, path=f"discover.{c.proposer}")
+            spec = c.parsed if c.parsed is not None else (
+                load_spec(c.spec, path=f"discover.{c.proposer}") if c.meta.get("shipped") else fast_spec(c.spec))
             if not c.meta.get("shipped"):
                 check_limits(spec, grammar_cfg)
             elif spec.uses_model():

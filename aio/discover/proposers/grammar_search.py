@@ -32,7 +32,7 @@ class GrammarSearch:
         self.cfg = cfg or GrammarSearchConfig()
 
     def propose(self, ctx: Any, budget: int) -> list[Candidate]:
-        from aio.strategy import load_spec
+        from aio.discover.grammar import fast_spec
 
         g, rng = ctx.grammar, ctx.rng
         pop: list[tuple[float, Any]] = []
@@ -44,11 +44,13 @@ class GrammarSearch:
                 return
             seen.add(gen)
             spec = g.to_spec(gen, name=f"gs{len(out)}")
+            parsed = None
             try:
-                fit = ctx.fitness(load_spec(spec))
+                parsed = fast_spec(spec)
+                fit = ctx.fitness(parsed)
             except Exception:  # an invalid genome is the funnel's to count
                 fit = -np.inf
-            out.append(Candidate("grammar_search", spec, {"fitness": fit}))
+            out.append(Candidate("grammar_search", spec, {"fitness": fit}, parsed=parsed))
             pop.append((fit, gen))
 
         n_random = max(1, int(budget * self.cfg.random_share))
