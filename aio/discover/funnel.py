@@ -388,6 +388,11 @@ def _benchmarks(ev: Any, w: Windows, cfg: FunnelConfig) -> dict[str, dict[str, A
     return out
 
 
+def _unit(r: np.ndarray) -> np.ndarray:
+    sd = float(np.std(r))
+    return r / sd if sd > 0 else r
+
+
 def _fit(r: np.ndarray, n: int) -> np.ndarray:
     r = np.nan_to_num(r[:n], nan=0.0)
     return np.concatenate([r, np.zeros(n - len(r))]) if len(r) < n else r
@@ -418,8 +423,11 @@ def _gates(c: Candidate, ev: Any, bench: dict, cfg: FunnelConfig, eff: int, ledg
         c.gates["pbo"] = None
         c.reason = "too few distinct parameter trials for PBO"
     if bench:
-        b = np.column_stack([v["returns"] for v in bench.values()])
-        spa = gates.spa_test(r, b, reps=cfg.spa_reps, seed=0)
+        # At equal risk: a rule in the market a tenth of the time is not asked to out-earn one
+        # always in it at the same lot, so each series is scaled to unit OOS volatility (SPA
+        # then compares per-bar Sharpe ratios).
+        b = np.column_stack([_unit(v["returns"]) for v in bench.values()])
+        spa = gates.spa_test(_unit(r), b, reps=cfg.spa_reps, seed=0)
         c.gates["spa_p"] = float(spa["p_consistent"])
     else:
         c.gates["spa_p"] = None
