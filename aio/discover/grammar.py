@@ -208,6 +208,27 @@ class Grammar:
         t = Term(b, int(rng.choice(self.cfg.lengths)) if b.length_key else None)
         return Atom(("rise", "fall")[rng.integers(2)], t, lag=int(rng.choice(self.cfg.lags)))
 
+    def single_rules(self) -> list[Genome]:
+        """Every one-condition entry rule at default lengths and tail levels, both directions:
+        the structures a search should try before combining them (the tuner moves lengths
+        and levels later)."""
+        c = self.cfg
+        close = Term(self.prices[0])
+        atoms: list[Atom] = []
+        for b in self.level_blocks:
+            t = Term(b, self.default_length(b))
+            starts = self.levels(t)[2]  # quantiles 0.1 .. 0.9
+            lo, hi = starts[0], starts[-1]
+            atoms += [Atom("xup", t, level=lo), Atom("xup", t, level=hi), Atom("xdn", t, level=lo),
+                      Atom("xdn", t, level=hi), Atom("lt", t, level=lo), Atom("gt", t, level=hi)]
+        for b in self.price_blocks:
+            t = Term(b, self.default_length(b))
+            atoms += [Atom("xup", close, t), Atom("xdn", close, t)]
+        bracket = c.brackets[0]
+        s_rng, t_rng = (c.stop_atr, c.take_atr) if bracket == "atr" else (c.stop_pct, c.take_pct)
+        stop, take = _geo_mid(*s_rng), _geo_mid(*t_rng)
+        return [Genome(d, (a,), (), bracket, stop, take) for a in atoms for d in c.directions]
+
     def genome(self, rng: np.random.Generator) -> Genome:
         c = self.cfg
         n_entry = int(rng.integers(1, c.max_entry_conditions + 1))
@@ -326,6 +347,10 @@ class _SpecBuilder:
 
 def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(round(math.exp(rng.uniform(math.log(lo), math.log(hi))), 4))
+
+
+def _geo_mid(lo: float, hi: float) -> float:
+    return float(round(math.sqrt(lo * hi), 4))
 
 
 def _clip(v: float, lo: float, hi: float) -> float:

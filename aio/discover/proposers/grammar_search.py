@@ -1,6 +1,8 @@
 """The control: evolutionary search over the grammar, blind to any model.
 
-Half the budget is random genomes; the rest is bred from them (tournament selection,
+The first part of the budget is every one-condition rule of the grammar (default
+lengths, tail levels, both directions; the tuner moves lengths and levels later), then
+random genomes; the rest is bred from them (tournament selection,
 mutation, and-crossover of entry conditions). Fitness is the proposal-window Sharpe,
 the same number the funnel's screen records, so every genome evaluated here is a trial
 in the ledger. If the model-derived rules do not beat these, discovery says so.
@@ -19,7 +21,8 @@ from aio.discover.candidate import Candidate
 
 @dataclass
 class GrammarSearchConfig:
-    random_share: float = param(0.5, gt=0, le=1, help="share of the budget spent on random genomes")
+    random_share: float = param(0.6, gt=0, le=1, help="share of the budget spent before breeding")
+    singles: bool = param(True, help="start from every one-condition rule (then random genomes)")
     tournament: int = param(4, ge=2)
     crossover: float = param(0.3, ge=0, le=1, help="probability a child is a crossover")
 
@@ -55,6 +58,10 @@ class GrammarSearch:
 
         n_random = max(1, int(budget * self.cfg.random_share))
         tries = 0
+        if self.cfg.singles:
+            singles = g.single_rules()
+            for i in rng.permutation(len(singles))[:n_random]:
+                add(singles[i])
         while len(out) < n_random and tries < 5 * budget:
             add(g.genome(rng))
             tries += 1
