@@ -407,7 +407,10 @@ def _gates(c: Candidate, ev: Any, bench: dict, cfg: FunnelConfig, eff: int, ledg
         if bench else np.asarray(c.oos_returns)
     trades = int(c.oos.get("trade_count") or 0)
     mom = return_moments(r)
-    var_sr = _ledger_sr_var(ledger)
+    # The spread of Sharpe ratios among skill-less trials: the null sampling variance 1/T of
+    # a Sharpe estimate over these bars. (The trials' own cross-sectional variance would count
+    # real skill among them as luck and deflate a true edge to nothing.)
+    var_sr = 1.0 / max(mom["n_obs"], 1)
     d = deflated_sharpe(mom["sr"], mom["n_obs"], mom["skew"], mom["kurtosis"], max(eff, 1), var_sr)
     c.gates["dsr"] = d["dsr"]
     c.gates["sr0"] = d["sr0"]
@@ -459,10 +462,6 @@ def _effective(ledger: Any, live: list[Candidate]) -> int:
 def _ledger_size(ledger: Any) -> int:
     return int(len(ledger))
 
-
-def _ledger_sr_var(ledger: Any) -> float:
-    v = getattr(ledger, "sharpe_variance", None)
-    return float(v()) if callable(v) else 0.0
 
 
 class _Evaluation:
