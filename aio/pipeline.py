@@ -46,6 +46,11 @@ class Run:
     artifacts: dict[str, str] = field(default_factory=dict)
     objective: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    conversion: Any = None  # aio.instruments.ConversionPlan
+    conversion_market: Any = None  # the conversion pair's MarketData (crosses only)
+    rates: Any = None  # (rate at each bar's open, at each close), quote -> account; None: 1
+    evaluator: Any = None  # aio.backtest.evaluator.Evaluator over run.bars
+    optimize: Any = None  # aio.optimize.run.OptimizeResult when a search ran
 
     @property
     def synthetic(self) -> bool:
@@ -72,6 +77,14 @@ def _hydra_run_dir() -> Path:
 def stage_ingest(run: Run) -> None:
     source_cls, data_cfg = plugin_config("data", run.cfg)
     source = source_cls(data_cfg)
+    if run.task != "download" and hasattr(data_cfg, "symbol"):
+        # the account comes first: a conversion series that cannot be had fails before any work
+        from aio.backtest.account import load_conversion_market, plan_for
+
+        bt = build_backtest_config(run.cfg)
+        run.conversion = plan_for(bt, data_cfg.symbol)
+        if run.conversion.kind == "pair" and run.task not in NO_ACCOUNT_TASKS:
+            run.conversion_market = load_conversion_market(run.conversion, bt, source_cls, data_cfg)
     if run.task == "download":
         if not hasattr(source, "download"):
             raise ConfigError(f"task=download needs a downloadable data source; data={run.cfg.data.name} is not one (use data=dukascopy)")
@@ -88,6 +101,12 @@ def stage_bars(run: Run) -> None:
     run.bars = builder(bars_cfg).build(run.market)
     if len(run.bars) == 0:
         raise ConfigError("no bars in the requested range: check data.start/data.end and the data source")
+    if run.conversion is not None and run.conversion.kind != "none":
+        from aio.backtest.account import rates_for
+
+        pair = builder(bars_cfg).build(run.conversion_market).frame if run.conversion_market is not None else None
+        if run.conversion.kind != "pair" or pair is not None:
+            run.rates = rates_for(run.conversion, run.bars.frame, pair)
     from aio.quality import check_bars
 
     quality = {"source": dict(run.market.quality or {}), "bars": check_bars(run.bars)}
@@ -127,33 +146,32 @@ def stage_optimize(run: Run) -> None:
     run.params.update(best)
 
 
-def backtest_config(run: Run):
+def build_backtest_config(cfg: DictConfig):
     from aio.backtest import BacktestConfig
     from aio.config import build
 
-    return build(BacktestConfig, section(run.cfg, "backtest"), "backtest")
+    return build(BacktestConfig, section(cfg, "backtest"), "backtest")
+
+
+def backtest_config(run: Run):
+    from aio.backtest.evaluator import backtest_config as impl
+
+    return impl(run)
 
 
 def stage_backtest(run: Run) -> None:
-    from aio.backtest import run_backtest, write_equity_parquet, write_trades_csv
-    from aio.backtest.metrics import compute_metrics
-    from aio.strategy import signals
+    from aio.backtest import write_equity_parquet, write_trades_csv
+    from aio.backtest.evaluator import evaluator_for_run
+    from aio.report.headline import headline
 
-    bt_cfg = backtest_config(run)
-    arrays = {c: run.bars.col(c) for c in ("open", "high", "low", "close", "volume")}
-    sig = signals(run.strategy, arrays, run.params, extra=run.predictions)
-    sizer = section(run.cfg, "sizer")
-    if sizer and sizer.get("name") not in (None, "none"):
-        from aio.sizing import apply_sizer
-
-        sig, bt_cfg = apply_sizer(run, sig, bt_cfg)
-    result = run_backtest(run.bars, sig, bt_cfg)
-    run.backtest = result
-    write_trades_csv(result, run.artifact("trades.csv"))
-    write_equity_parquet(result, run.bars.frame, run.artifact("equity.parquet"))
-    run.metrics["backtest"] = compute_metrics(result, run.bars)
-    log.info("backtest done", trades=run.metrics["backtest"].get("trade_count"),
-             net_profit=run.metrics["backtest"].get("net_profit"))
+    e = evaluator_for_run(run).run(run.strategy, run.params)
+    run.backtest = e.result
+    write_trades_csv(e.result, run.artifact("trades.csv"), synthetic=run.synthetic)
+    write_equity_parquet(e.result, run.bars.frame, run.artifact("equity.parquet"), synthetic=run.synthetic)
+    run.metrics["backtest"] = e.metrics
+    run.metrics["headline"] = headline(run)
+    log.info("backtest done", trades=e.metrics.get("trade_count"), net_profit=e.metrics.get("net_profit"),
+             headline=run.metrics["headline"]["sample"])
 
 
 def stage_export(run: Run) -> None:
@@ -251,6 +269,10 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "discover_export": stage_discover_export,
     "strategies": stage_strategies,
 }
+
+# tasks that never book money (so they need no conversion series)
+NO_ACCOUNT_TASKS = {"download", "dataset", "train", "similar", "analyze", "import_pine", "publish", "control", "serve",
+                    "strategies"}
 
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
@@ -381,6 +403,9 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
     if r.synthetic:
         r.metrics["synthetic_note"] = "SYNTHETIC DATA: results come from simulated ticks, not a market"
     r.metrics["timings_s"] = r.timings
+    if r.conversion is not None:
+        r.metrics["account"] = {"currency": r.conversion.account, "quote": r.conversion.quote,
+                                "conversion": r.conversion.describe()}
     if r.params:
         r.metrics["params"] = r.params
     (run_dir / "metrics.json").write_text(dumps(r.metrics))
@@ -399,11 +424,29 @@ def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
         "plugins": registry.loaded_sources,
     }
     (run_dir / "manifest.json").write_text(dumps(manifest))
-    bt = r.metrics.get("backtest") or {}
-    r.objective = bt.get("net_profit") if isinstance(bt, dict) else None
+    from aio.labels import label_run_folder
+
+    label_run_folder(run_dir, r.synthetic)
+    r.objective = objective_of(r)
     log.info("run finished", seconds=round(sum(r.timings.values()), 2))
     print(f"run_dir: {run_dir}", flush=True)
     return r
+
+
+def objective_of(run: Run) -> float | None:
+    """What a Hydra sweeper optimises: the headline (out of sample when a search ran),
+    in the optimiser's own objective, else the headline's net profit."""
+    head = run.metrics.get("headline")
+    if not isinstance(head, dict):
+        return None
+    m = head.get("metrics") or {}
+    if head.get("sample") == "out_of_sample" and run.optimize is not None:
+        obj = run.metrics.get("optimize", {}).get("objective")
+        v = m.get(obj) if obj else None
+        if v is not None:
+            return float(v)
+    v = m.get("net_profit")
+    return float(v) if v is not None else None
 
 
 def _finite(o: Any) -> Any:

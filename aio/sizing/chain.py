@@ -107,9 +107,11 @@ def _run_chain(chain: Chain, x: SizingInputs, idx: np.ndarray) -> list[np.ndarra
     return out
 
 
-def _base_units(bt: Any, close: np.ndarray, equity: np.ndarray) -> np.ndarray:
+def _base_units(bt: Any, unit_price: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """The backtest's own quantity in units; ``unit_price``: one unit's value in account currency."""
     qty_type = getattr(bt, "qty_type", "fixed")
     qty = float(getattr(bt, "qty", 1.0))
+    close = unit_price
     with np.errstate(divide="ignore", invalid="ignore"):
         if qty_type == "cash":
             return np.nan_to_num(qty / close, nan=0.0, posinf=0.0)
@@ -140,7 +142,7 @@ def _rolling_trade_stats(n: int, exit_bar: np.ndarray, pnl_unit: np.ndarray, loo
     return win_rate, avg_win, avg_loss, cnt
 
 
-def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarray) -> dict[str, np.ndarray]:
+def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarray, rates: Any = None) -> dict[str, np.ndarray]:
     """Run the strategy at ``ref_units`` per order (0: entry skipped): decision bar, exit
     bar and profit per unit of every closed trade."""
     from aio.backtest import run_backtest
@@ -149,7 +151,7 @@ def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarr
     n = len(signals.orders[0].when) if signals.orders else 0
     sig.size = np.broadcast_to(np.asarray(ref_units, dtype=np.float64), (n,)).copy()
     sig.size_steps = {}
-    result = run_backtest(frame, sig, bt)
+    result = run_backtest(frame, sig, bt, rates=rates)
     return trade_bars(result, frame, bt)
 
 
@@ -195,6 +197,7 @@ def size_signals(
     signals: Any,
     bt: Any,
     predictions: Mapping[str, np.ndarray] | None = None,
+    rates: Any = None,
 ) -> tuple[Any, Any]:
     """Fill ``signals.size`` and ``signals.size_steps`` for the bars in ``frame``.
 
@@ -212,6 +215,8 @@ def size_signals(
         return signals, bt
     close = np.ascontiguousarray(frame.get_column("close").to_numpy(), dtype=np.float64)
     n = len(close)
+    # budgets are in account currency: one unit costs close x contract x rate of it
+    unit_price = close * bt.instrument_spec().contract_size * (rates[1] if rates is not None else 1.0)
     initial = float(getattr(bt, "initial_capital", 100_000.0))
     lookback = max([c.lookback for s, c in chain.steps if s.name == "kelly"] or [50])
     base_eq = np.full(n, initial)
@@ -227,7 +232,10 @@ def size_signals(
         avg_loss=np.zeros(n),
         n_closed=np.zeros(n),
         predictions={k: np.asarray(v) for k, v in (predictions or {}).items()},
-        base_units=_base_units(bt, close, base_eq),
+        base_units=_base_units(bt, unit_price, base_eq),
+        to_account=unit_price / close,
+        qty_step=bt.instrument_spec().qty_step,
+        qty_min=bt.instrument_spec().qty_min,
     )
     history = chain.needs_history or getattr(bt, "qty_type", "fixed") == "percent_of_equity"
     if not history:
@@ -243,16 +251,16 @@ def size_signals(
         # pattern is stable, so the real run has exactly the shadow's trades.
         # Win rate and payoff come from the strategy's paper trades (every entry taken), so
         # a Kelly sizer that sat out can see the edge come back.
-        paper = shadow_trades(frame, signals, bt, ref)
+        paper = shadow_trades(frame, signals, bt, ref, rates)
         x.win_rate, x.avg_win, x.avg_loss, x.n_closed = _rolling_trade_stats(n, paper["exit"], paper["pnl_unit"], lookback)
         skip = np.zeros(n, dtype=bool)
         for it in range(MAX_SHADOW_RUNS):
-            tr = paper if it == 0 else shadow_trades(frame, signals, bt, np.where(skip, 0.0, ref))
+            tr = paper if it == 0 else shadow_trades(frame, signals, bt, np.where(skip, 0.0, ref), rates)
             x.equity, x.peak = base_eq.copy(), base_eq.copy()
-            x.base_units = _base_units(bt, close, base_eq)
+            x.base_units = _base_units(bt, unit_price, base_eq)
             sizes = _size_trades(chain, x, bt, tr)
             x.equity, x.peak = _equity_path(n, initial, tr, sizes)
-            x.base_units = _base_units(bt, close, x.equity)
+            x.base_units = _base_units(bt, unit_price, x.equity)
             steps = _run_chain(chain, x, np.arange(n))
             new_skip = entry_bars & ~(steps[-1] > 0)
             if np.array_equal(new_skip, skip):
@@ -300,7 +308,7 @@ def _size_trades(chain: Chain, x: SizingInputs, bt: Any, tr: dict[str, np.ndarra
         eq = x.initial_capital + realised
         x.equity[d], x.peak[d] = eq, max(peak, eq)
         if getattr(bt, "qty_type", "fixed") == "percent_of_equity":
-            x.base_units[d] = _base_units(bt, x.close[d : d + 1], x.equity[d : d + 1])[0]
+            x.base_units[d] = _base_units(bt, x.close[d : d + 1] * x.to_account[d : d + 1], x.equity[d : d + 1])[0]
         sizes[j] = _run_chain(chain, x, np.array([d]))[-1][0]
         sized[j] = True
     return sizes
