@@ -44,7 +44,7 @@ def label_parquet(path: Path, synthetic: bool, note: str = NOTE) -> None:
     tmp.replace(path)
 
 
-def label_json(path: Path, synthetic: bool) -> None:
+def label_json(path: Path, synthetic: bool, note: str = NOTE) -> None:
     try:
         obj = json.loads(path.read_text())
     except (ValueError, OSError):
@@ -52,7 +52,7 @@ def label_json(path: Path, synthetic: bool) -> None:
     if isinstance(obj, dict) and "synthetic" not in obj:
         obj["synthetic"] = synthetic
         if synthetic:
-            obj.setdefault("synthetic_note", NOTE)
+            obj.setdefault("synthetic_note", note)
         path.write_text(json.dumps(obj, indent=2, default=str))
 
 
@@ -65,17 +65,26 @@ def label_html(path: Path) -> None:
     path.write_text(text[:j] + BANNER + text[j:], encoding="utf-8")
 
 
-def label_pine(path: Path) -> None:
+def label_pine(path: Path, note: str = NOTE) -> None:
     text = path.read_text(encoding="utf-8")
-    if "SYNTHETIC" in text:
+    if note in text or ("SYNTHETIC" in text and note == NOTE):
         return
     lines = text.splitlines(keepends=True)
     at = 1 if lines and lines[0].startswith("//@version") else 0
-    lines.insert(at, "// SYNTHETIC: made from synthetic data, not market data.\n")
+    lines.insert(at, "// " + note.replace("\n", " ") + "\n")
     path.write_text("".join(lines), encoding="utf-8")
 
 
-def label_run_folder(run_dir: Path, synthetic: bool) -> list[str]:
+def synthetic_note(meta: dict | None) -> str:
+    """The label, naming the planted edge when the data carries one."""
+    plant = (meta or {}).get("plant")
+    if not plant:
+        return NOTE
+    desc = plant.get("description") or plant.get("when") or str({k: v for k, v in plant.items() if k != "event_ts_init"})
+    return f"{NOTE}; planted edge: {desc}"
+
+
+def label_run_folder(run_dir: Path, synthetic: bool, note: str = NOTE) -> list[str]:
     """Label every file below ``run_dir``; returns the files touched (relative)."""
     touched = []
     if not synthetic:
@@ -89,11 +98,11 @@ def label_run_folder(run_dir: Path, synthetic: bool) -> list[str]:
         elif suf == ".parquet":
             label_parquet(p, True)
         elif suf == ".json":
-            label_json(p, True)
+            label_json(p, True, note)
         elif suf in (".html", ".htm"):
             label_html(p)
         elif suf == ".pine":
-            label_pine(p)
+            label_pine(p, note)
         else:
             continue
         touched.append(str(p.relative_to(run_dir)))

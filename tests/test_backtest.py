@@ -338,3 +338,21 @@ def test_intrabar_reversal_by_stop_entry_then_the_new_sides_bracket():
     # rising from 9.0 to 10.2 the short's stop at 10.0 closes it in the same bar.
     assert rows(run_backtest(b, sig, CFG)) == [("long", 1, 10.0, 2, 9.5, "L", "S"),
                                               ("short", 2, 9.5, 2, 10.0, "S", "Exit")]
+
+
+def test_backtest_yamls_are_the_dataclass_defaults():
+    """Each default in one place: default.yaml is BacktestConfig(), tradingview.yaml
+    (which inherits it) is BacktestConfig.tradingview()."""
+    from pathlib import Path
+
+    import yaml
+
+    from aio.config import build
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "backtest"
+    base = yaml.safe_load((conf / "default.yaml").read_text())
+    assert set(base) == {f for f in BacktestConfig.__dataclass_fields__}
+    assert build(BacktestConfig, base, "backtest") == BacktestConfig()
+    tv = yaml.safe_load((conf / "tradingview.yaml").read_text())
+    assert tv.pop("defaults") == ["default", "_self_"]
+    assert build(BacktestConfig, {**base, **tv}, "backtest") == BacktestConfig.tradingview()

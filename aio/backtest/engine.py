@@ -291,7 +291,18 @@ def step(t, bar, when_t, price_t, cf, ci, action, direction, otype, cancel_false
     """Apply bar ``t`` (``bar``: one B_* row) and the decisions made at its close.
 
     ``when_t``/``price_t``: per order slot, whether this close places the order and
-    at which trigger price; ``bar[B_SIZE]`` the sizer's units (nan: the configured
+    at which trigger price. The body is :func:`_step`, which the batch loop inlines.
+    """
+    return _step(t, bar, when_t.reshape(1, -1), price_t.reshape(1, -1), 0, cf, ci, action, direction, otype,
+                 cancel_false, oca, lots, ist, st, pend, pf, tr)
+
+
+@njit(cache=True, inline="always")
+def _step(t, bar, when, price, row, cf, ci, action, direction, otype, cancel_false, oca,
+          lots, ist, st, pend, pf, tr):
+    """One bar (see :func:`step`); ``when[row]``/``price[row]`` are this close's decisions.
+
+    ``bar[B_SIZE]`` the sizer's units (nan: the configured
     quantity); ``bar[B_SLL..B_TPS]`` the bracket levels decided at the previous close;
     ``bar[B_SD]``/``bar[B_TD]`` the stop/take distances decided at this close (kept
     with the orders this close places). Returns (equity, signed position) at the close.
@@ -398,12 +409,12 @@ def step(t, bar, when_t, price_t, cf, ci, action, direction, otype, cancel_false
     eq_close = st[ST_CASH] + unreal * rc
     size_t = bar[B_SIZE]
     for k in range(K):
-        if when_t[k]:
+        if when[row, k]:
             d = direction[k]
             if action[k] == ENTRY:
                 if ist[S_SIDE] == d and ist[S_NLOTS] >= max_lots:
                     continue  # TradingView does not place an entry beyond the pyramiding limit
-                if otype[k] != MARKET and price_t[k] != price_t[k]:
+                if otype[k] != MARKET and price[row, k] != price[row, k]:
                     continue
                 q = abs(size_t)
                 if q != q:
@@ -425,7 +436,7 @@ def step(t, bar, when_t, price_t, cf, ci, action, direction, otype, cancel_false
                 if otype[k] == MARKET and (ist[S_SIDE] == 0 or (d != 0 and d != ist[S_SIDE])):
                     continue
             pend[k] = True
-            pf[k, P_PX] = price_t[k] if otype[k] != MARKET else np.nan
+            pf[k, P_PX] = price[row, k] if otype[k] != MARKET else np.nan
             pf[k, P_DEC] = t
         elif cancel_false[k]:
             pend[k] = False
@@ -487,6 +498,8 @@ def simulate(tr, o, h, l, c, half_spread, rate_o, rate_c, when, price, action, d
     bar[B_RO] = 1.0
     bar[B_RC] = 1.0
     bar[B_HS] = 0.0
+    contract = cf[CF_CONTRACT]
+    quiet_static = not (cf[CF_MLONG] > 0 or cf[CF_MSHORT] > 0)
     for t in range(n):
         bar[B_O] = o[t]
         bar[B_H] = h[t]
@@ -512,8 +525,28 @@ def simulate(tr, o, h, l, c, half_spread, rate_o, rate_c, when, price, action, d
             bar[B_TD] = take_dist[t]
         if has_size:
             bar[B_SIZE] = size[t]
-        equity[t], position[t] = step(t, bar, when[t], price[t], cf, ci, action, direction, otype, cancel_false,
-                                      oca, lots, ist, st, pend, pf, tr)
+        # A quiet bar (nothing pending, nothing decided, no bracket or margin to watch)
+        # only marks the position: done here, because a call per bar reference-counts
+        # every array argument, which costs more than the bar itself.
+        quiet = quiet_static and ist[S_RUINED] == 0 and (ist[S_NLOTS] == 0 or ci[CI_HASBR] == 0)
+        k = 0
+        while quiet and k < K:
+            if pend[k] or when[t, k]:
+                quiet = False
+            k += 1
+        if quiet:
+            unreal = 0.0
+            pos = 0.0
+            for j in range(ist[S_NLOTS]):
+                unreal += ist[S_SIDE] * lots[j, L_QTY] * (c[t] - lots[j, L_PX]) * contract
+                pos += ist[S_SIDE] * lots[j, L_QTY]
+            eq = st[ST_CASH] + unreal * bar[B_RC]
+            if eq > 0.0:
+                equity[t] = eq
+                position[t] = pos
+                continue
+        equity[t], position[t] = _step(t, bar, when, price, t, cf, ci, action, direction, otype, cancel_false,
+                                       oca, lots, ist, st, pend, pf, tr)
     if n > 0 and ist[S_RUINED] == 0 and ist[S_NLOTS] > 0:
         equity[n - 1] = finish(n - 1, c[n - 1], bar[B_RC], cf, ci, lots, ist, st, tr)
     return ist[S_NTR], ist[S_OVERFLOW], ist[S_RUIN_BAR], ist[S_MARGIN_CALLS], st[ST_COMM], equity, position

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 import structlog
-from scipy.signal import lfilter
 
 from aio.config import param
 from aio.data.base import synthetic_label, utc_range_ns
@@ -167,6 +166,8 @@ def draw_noise(cfg: SyntheticDataConfig) -> Noise:
     # Normalise the calendar so the mean over trading minutes is 1 (any range).
     act_mean = act[trading].mean() if trading.any() else 1.0
     act = act / act_mean
+
+    from scipy.signal import lfilter  # here, not at import: scipy.signal costs ~0.6 s at every start
 
     # Volatility: calendar x persistent log-vol x regime, normalised to E[var factor] = 1.
     phi = 0.5 ** (1.0 / (cfg.vol_half_life_hours * 60.0))

@@ -274,7 +274,11 @@ def optimize_run(run: Any) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else run.seed
     result = optimize_bars(ctx, spec, base, seed)
     out_dir = Path(run.run_dir) / "optimize"
-    files = write_reports(result, ctx, out_dir, plots=cfg.write_plots)
+    files = write_reports(result, ctx, out_dir, plots=cfg.write_plots, synthetic=run.synthetic)
+    if result.oos is not None:  # the headline's own trades, each fold's parameters on its OOS bars
+        from aio.backtest import write_trades_csv
+
+        files["oos_trades"] = write_trades_csv(result.oos.result, out_dir / "oos_trades.csv", synthetic=run.synthetic)
     for name, path in files.items():
         run.artifacts[f"optimize/{name}"] = str(path)
     run.metrics["optimize"] = result.summary

@@ -30,7 +30,7 @@ import structlog
 
 from aio.config import build
 from aio.errors import ConfigError
-from aio.sizing.steps import STEPS, LimitsConfig, SizerBase, SizingInputs, StepDef, constraints
+from aio.sizing.steps import LimitsConfig, SizerBase, SizingInputs, StepDef, constraints
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +61,30 @@ class Chain:
         return len(self.steps) == 1 and self.steps[0][0].name == step and self.limits == LimitsConfig()
 
 
+def _step_names() -> list[str]:
+    from aio.registry import registry
+
+    return registry.names("sizer")
+
+
 def _step(name: Any, where: str) -> StepDef:
-    if name not in STEPS:
+    """The sizer step registered as ``name`` (kind ``sizer``: built-ins and plugins alike)."""
+    from aio.registry import registry
+
+    names = _step_names()
+    if name not in names:
         import difflib
 
-        close = difflib.get_close_matches(str(name), list(STEPS), n=1)
+        close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"config key {where}={name!r} is not a sizer step.{hint} Steps: {', '.join(STEPS)}")
-    return STEPS[name]
+        raise ConfigError(f"config key {where}={name!r} is not a sizer step.{hint} Steps: {', '.join(names)}")
+    st = registry.get("sizer", name)
+    if not isinstance(st, StepDef) or not (isinstance(st.config, type) and issubclass(st.config, SizerBase)):
+        raise ConfigError(
+            f"sizer plugin {name!r} must be an aio.sizing.steps.StepDef whose config extends "
+            f"aio.sizing.steps.SizerBase (got {type(st).__name__}); see docs/sizing.md"
+        )
+    return st
 
 
 def parse_chain(section: Mapping[str, Any] | None) -> Chain | None:
@@ -87,7 +103,7 @@ def parse_chain(section: Mapping[str, Any] | None) -> Chain | None:
     for i, item in enumerate(cfg.then):
         where = f"sizer.then[{i}]"
         if not isinstance(item, Mapping) or "name" not in item:
-            raise ConfigError(f"config key {where} must be a mapping with a 'name' (one of: {', '.join(STEPS)})")
+            raise ConfigError(f"config key {where} must be a mapping with a 'name' (one of: {', '.join(_step_names())})")
         st = _step(item["name"], f"{where}.name")
         sub = build(st.config, {k: v for k, v in item.items() if k not in ("then", "limits")}, where)
         steps.append((st, sub))
@@ -323,4 +339,6 @@ def describe(chain: Chain) -> dict[str, Any]:
 
 
 def config_types() -> dict[str, type[SizerBase]]:
-    return {name: st.config for name, st in STEPS.items()}
+    from aio.registry import registry
+
+    return {name: registry.get("sizer", name).config for name in registry.names("sizer")}
