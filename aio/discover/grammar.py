@@ -406,8 +406,15 @@ def canonical_text(spec: Any, params: Mapping[str, Any] | None = None) -> str:
         if bind.expr is not None:
             inner = expr(spec.ast(f"ind:{base}"), 0)
         else:
-            ins = ",".join(expr(spec.ast(f"ind:{base}:in:{src}"), 0) for src in bind.inputs.values())
-            pars = ",".join(f"{k}={_fmt(p.get(v, v) if isinstance(v, str) else v)}" for k, v in sorted(bind.params.items()))
+            from aio.indicators import get_indicator
+
+            d = get_indicator(bind.fn)
+            ins = ",".join(expr(spec.ast(f"ind:{base}:in:{bind.inputs[i]}"), 0) if i in bind.inputs else i
+                           for i in d.inputs)
+            given = {k: (p.get(v, v) if isinstance(v, str) else v) for k, v in bind.params.items()}
+            marks = {k: v for k, v in given.items() if isinstance(v, str)}  # structure_text's <name> marks
+            full = {**d.resolve_params({k: v for k, v in given.items() if k not in marks}), **marks}
+            pars = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(full.items()))
             inner = f"{bind.fn}({ins}{';' + pars if pars else ''})"
         out = attr or bind.output
         return f"{inner}.{out}" if out else inner
