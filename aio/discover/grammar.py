@@ -171,7 +171,7 @@ class Grammar:
             x = self.series(t)
             x = x[np.isfinite(x)]
             lo, hi = np.quantile(x, self.cfg.level_quantiles)
-            starts = [float(v) for v in np.quantile(x, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9])]
+            starts = [float(v) for v in np.quantile(x, [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95])]
             self._levels[key] = (float(lo), float(hi), starts)
         return self._levels[key]
 
@@ -217,10 +217,10 @@ class Grammar:
         atoms: list[Atom] = []
         for b in self.level_blocks:
             t = Term(b, self.default_length(b))
-            q = self.levels(t)[2]  # quantiles 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9
-            for lv in (q[0], q[1], q[-2], q[-1]):
+            q = self.levels(t)[2]  # quantiles 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95
+            for lv in (q[0], q[1], q[2], q[-3], q[-2], q[-1]):
                 atoms += [Atom("xup", t, level=lv), Atom("xdn", t, level=lv)]
-            atoms += [Atom("lt", t, level=q[0]), Atom("gt", t, level=q[-1])]
+            atoms += [Atom("lt", t, level=q[1]), Atom("gt", t, level=q[-2])]
         for b in self.price_blocks:
             t = Term(b, self.default_length(b))
             atoms += [Atom("xup", close, t), Atom("xdn", close, t)]
