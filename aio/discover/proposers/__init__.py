@@ -39,4 +39,21 @@ class ProposeContext:
         return float(s) if s is not None and np.isfinite(s) else -np.inf
 
 
-__all__ = ["ProposeContext"]
+DESCRIPTIONS = {
+    "distill": "shallow trees fitted to the model's out-of-sample probabilities (discovery)",
+    "grammar_search": "evolutionary search over the grammar, blind to any model (the control)",
+    "library": "the strategy library and the shipped strategies, re-tested",
+}
+
+
+def register(registry) -> None:
+    """What aio.builtin declares for this package (kind ``proposer``)."""
+    from aio.discover.proposers.distill import Distill
+    from aio.discover.proposers.grammar_search import GrammarSearch
+    from aio.discover.proposers.library import LibraryProposer
+
+    for name, cls in (("distill", Distill), ("grammar_search", GrammarSearch), ("library", LibraryProposer)):
+        registry.add("proposer", name, cls, description=DESCRIPTIONS[name])
+
+
+__all__ = ["ProposeContext", "register"]
