@@ -82,12 +82,19 @@ def event_bars(market: Any, bars: Any) -> np.ndarray:
     return np.searchsorted(ts_init, ts)
 
 
-def overlap(entries: list[int], events: np.ndarray, horizon: int) -> float:
-    """Share of entry decisions made at a planted event or while its drift runs."""
+NEAR = 3  # an entry "is on" an event when its decision bar is within this many bars of it
+
+
+def event_cover(events: np.ndarray, n: int, near: int = NEAR) -> np.ndarray:
+    """Bars within ``near`` bars of a planted event (either side)."""
+    cover = np.zeros(n, dtype=bool)
+    for e in events:
+        cover[max(0, e - near):e + near + 1] = True
+    return cover
+
+
+def overlap(entries: list[int], cover: np.ndarray) -> float:
+    """Share of entry decisions made on (or within NEAR bars of) a planted event."""
     if not entries:
         return 0.0
-    ev = np.sort(events)
-    e = np.asarray(entries)
-    i = np.searchsorted(ev, e, side="right") - 1
-    ok = (i >= 0) & (e - ev[np.clip(i, 0, None)] < horizon)
-    return float(ok.mean())
+    return float(cover[np.asarray(entries)].mean())

@@ -34,7 +34,7 @@ def aio(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("disc")
     out = base / "run"
-    aio("+experiment=eurusd_14d", *PLANT, "seed=7", "optimize.n_trials=20", "discover.budget=800",
+    aio("+experiment=eurusd_14d", *PLANT, "seed=7", "optimize.n_trials=60", "discover.budget=800",
         f"hydra.run.dir={out}", f"store.path={base / 'lib'}")
     return base, out
 
