@@ -16,7 +16,9 @@ from aio.discover.candidate import Candidate
 class LibraryConfig:
     shipped: bool = param(True, help="include conf/strategy/*.yaml (those Pine can run)")
     stored: bool = param(True, help="include the strategy library's discovered strategies")
-    only_accepted: bool = param(False, help="stored: only those a past run accepted")
+    # every run stores all its candidates; re-testing them all would grow each run by the
+    # size of the last, so by default only the strategies a past funnel accepted come back
+    only_accepted: bool = param(True, help="stored: only those a past run accepted")
 
 
 class LibraryProposer:
