@@ -151,3 +151,26 @@ def test_atr_bracket_entries_wait_for_their_atr(grammar):
         sig = signals(spec, arrays)
         entry = next(o for o in sig.orders if o.action == "entry")
         assert np.all(np.isfinite(sig.brackets.stop_dist[entry.when]))
+
+
+def test_discovery_config_errors_come_before_any_work(tmp_path):
+    """distill without a model, an unknown proposer, task=discover without discover=funnel:
+    each a clear error before data is loaded."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+
+    def aio(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "aio", *args, f"hydra.run.dir={tmp_path}"], cwd=repo,
+                              capture_output=True, text=True, env=env, timeout=300)
+
+    p = aio("task=discover", "discover=funnel")
+    assert p.returncode == 2 and "model=none" in p.stderr and "distil" in p.stderr
+    p = aio("task=discover", "discover=funnel", "discover.proposers=[grammar_serch]")
+    assert p.returncode == 2 and "grammar_search" in p.stderr
+    p = aio("task=discover")
+    assert p.returncode == 2 and "discover=funnel" in p.stderr

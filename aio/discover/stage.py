@@ -65,6 +65,13 @@ def validate(cfg: Any, task: str) -> None:
         return
     for name in dc.proposers:
         proposer(name, dc.options.get(name))
+    from aio.appconfig import section
+
+    model = (section(cfg, "model") or {}).get("name") or "none"
+    needs = sorted(MODEL_PROPOSERS & set(dc.proposers))
+    if needs and model == "none":
+        raise ConfigError(f"discover.proposers has {needs}, which distil a model's predictions, but model=none: choose "
+                          f"model=chartnet (or knn_analogs), or drop them: discover.proposers=[grammar_search,library]")
     from aio.registry import registry
 
     known = set(registry.names("proposer"))
