@@ -50,12 +50,12 @@ def test_discovery_run_writes_leaderboard_library_and_pine(run):
     vc = d["model_vs_control"]
     assert vc["verdict"] and (vc["model"] is None or vc["model"]["proposer"] == "distill")
     rows = list(csv.reader((out / "discover" / "leaderboard.csv").open()))
-    assert rows[0][0].startswith("# SYNTHETIC DATA")
-    head = rows[1]
+    head = rows[0]
+    assert head[-1] == "synthetic" and all(r[-1] == "true" for r in rows[1:])
     for col in ("rule", "proposer", "oos_net_profit", "oos_sharpe", "dsr", "pbo", "spa_p", "trades",
                 "holdout_net_profit", "accepted"):
         assert col in head
-    body = [dict(zip(head, r)) for r in rows[2:]]
+    body = [dict(zip(head, r)) for r in rows[1:]]
     assert len(body) == f["proposed"]
     assert any(r["fidelity"] for r in body if r["proposer"] == "distill")
     for r in body:  # the holdout is filled exactly for accepted candidates

@@ -168,7 +168,7 @@ def test_discovery_config_errors_come_before_any_work(tmp_path):
         return subprocess.run([sys.executable, "-m", "aio", *args, f"hydra.run.dir={tmp_path}"], cwd=repo,
                               capture_output=True, text=True, env=env, timeout=300)
 
-    p = aio("task=discover", "discover=funnel")
+    p = aio("task=discover", "discover=funnel", "discover.proposers=[distill]")
     assert p.returncode == 2 and "model=none" in p.stderr and "distil" in p.stderr
     p = aio("task=discover", "discover=funnel", "discover.proposers=[grammar_serch]")
     assert p.returncode == 2 and "grammar_search" in p.stderr

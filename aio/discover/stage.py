@@ -37,8 +37,11 @@ class DiscoverConfig:
     adopt: bool = param(True, help="the best accepted strategy becomes the run's strategy (backtest, Pine)")
     grammar: GrammarConfig = field(default_factory=GrammarConfig)
     funnel: FunnelConfig = field(default_factory=FunnelConfig)
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per proposer: discover.options.NAME.*
-    query: dict[str, Any] = field(default_factory=dict)  # task=strategies: filters (StrategiesQuery)
+    options: dict[str, dict[str, Any]] = field(  # per proposer: discover.options.NAME.*
+        default_factory=lambda: {"distill": {}, "grammar_search": {}, "library": {}})
+    query: dict[str, Any] = field(  # task=strategies: filters (StrategiesQuery)
+        default_factory=lambda: {"accepted": None, "proposer": None, "symbol": None, "id": None, "export": None,
+                                 "limit": 50})
 
 
 def discover_config(cfg: Any) -> DiscoverConfig:
@@ -69,7 +72,7 @@ def validate(cfg: Any, task: str) -> None:
 
     model = (section(cfg, "model") or {}).get("name") or "none"
     needs = sorted(MODEL_PROPOSERS & set(dc.proposers))
-    if needs and model == "none":
+    if needs and model == "none" and set(dc.proposers) <= MODEL_PROPOSERS:
         raise ConfigError(f"discover.proposers has {needs}, which distil a model's predictions, but model=none: choose "
                           f"model=chartnet (or knn_analogs), or drop them: discover.proposers=[grammar_search,library]")
     from aio.registry import registry
@@ -122,6 +125,10 @@ def stage_discover(run: Any) -> None:
     cands = []
     per_proposer: dict[str, int] = {}
     for name in dc.proposers:
+        if name in MODEL_PROPOSERS and not ctx.predictions:
+            ctx.notes.append(f"{name} skipped: no model ran (model=none), so there is nothing to distil")
+            per_proposer[name] = 0
+            continue
         got = proposer(name, dc.options.get(name)).propose(ctx, dc.budget if name != "library" else 0)
         per_proposer[name] = len(got)
         cands.extend(got)
@@ -280,11 +287,10 @@ def write_outputs(run: Any, res: Any, out_dir: Path, bt: Any, lineage: dict[str,
     p = out_dir / "leaderboard.csv"
     with p.open("w", newline="") as fh:
         wr = csv.writer(fh)
-        if lineage["synthetic"]:
-            wr.writerow([f"# SYNTHETIC DATA{' with planted edge ' + json.dumps(lineage['plant']) if lineage['plant'] else ''}"])
-        wr.writerow(COLUMNS)
+        wr.writerow(COLUMNS + ["synthetic"])  # every row says whether it came from simulated ticks
+        syn = _cell(bool(lineage["synthetic"]))
         for r in rows:
-            wr.writerow([_cell(r.get(k)) for k in COLUMNS])
+            wr.writerow([_cell(r.get(k)) for k in COLUMNS] + [syn])
     files["leaderboard_csv"] = str(p)
     run.artifacts["discover/leaderboard"] = str(p)
     p = out_dir / "leaderboard.html"
@@ -333,9 +339,11 @@ def _plain(o: Any) -> Any:
 
 
 def pine_note(text: str, lines: list[str]) -> str:
-    """Comment lines right after //@version=6."""
-    head, _, rest = text.partition("\n")
-    return "\n".join([head, *lines, rest]) if head.startswith("//@version") else "\n".join([*lines, text])
+    """Comment lines at the end of the script's header (the comments before strategy()),
+    so the exporter's own first lines (version, synthetic label) stay first."""
+    out = text.splitlines()
+    at = next((i for i, ln in enumerate(out) if not ln.startswith("//")), len(out))
+    return "\n".join(out[:at] + lines + out[at:]) + ("\n" if text.endswith("\n") else "")
 
 
 def _html(rows: list[dict[str, Any]], res: Any, lineage: dict[str, Any]) -> str:
@@ -419,7 +427,8 @@ def stage_strategies(run: Any) -> None:
                     "pbo": (d.get("gates") or {}).get("pbo"), "spa_p": (d.get("gates") or {}).get("spa_p"),
                     "holdout_net_profit": (d.get("holdout") or {}).get("net_profit"),
                     "symbol": r.get("symbol"), "teacher_model_id": d.get("teacher_model_id"),
-                    "window": (d.get("window") or {}).get("start"), "_row": r})
+                    "window": (d.get("window") or {}).get("start"), "synthetic": bool(d.get("synthetic")),
+                    "_row": r})
     out.sort(key=lambda x: (not x["accepted"], -(x["dsr"] or -1e9)))
     out = out[: q.limit]
     files = {}
@@ -442,13 +451,14 @@ def stage_strategies(run: Any) -> None:
     p = Path(run.run_dir) / "strategies.csv"
     with p.open("w", newline="") as fh:
         cols = ["id", "strategy_id", "proposer", "accepted", "rule", "oos_sharpe", "dsr", "pbo", "spa_p",
-                "holdout_net_profit", "symbol", "teacher_model_id", "window"]
+                "holdout_net_profit", "symbol", "teacher_model_id", "window", "synthetic"]
         wr = csv.writer(fh)
         wr.writerow(cols)
         for x in listing:
             wr.writerow([_cell(x.get(k)) for k in cols])
     run.artifacts["strategies"] = str(p)
-    run.metrics["strategies"] = {"path": str(lib.path), "count": len(listing), "rows": listing, "exported": files}
+    run.metrics["strategies"] = {"path": str(lib.path), "count": len(listing), "rows": listing, "exported": files,
+                                 "synthetic": any(x["synthetic"] for x in listing)}
     for x in listing:
         print(f"{x['id']}  {'ACCEPTED' if x['accepted'] else 'rejected'}  {x['proposer']}  dsr={_f(x['dsr'])}  "
               f"holdout={_f(x['holdout_net_profit'])}  {x['rule']}")
