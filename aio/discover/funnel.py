@@ -330,7 +330,7 @@ def _tune_all(chosen: list[Candidate], ev: Any, cfg: FunnelConfig, w: Windows, l
     from aio.discover.ledger import TrialRecord
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    with _bar(len(chosen), "discover: tune", progress) as p:
+    with _quiet_console("aio.optimize"), _bar(len(chosen), "discover: tune", progress) as p:
         task = p.add_task("tune", total=len(chosen))
         for c in chosen:
             try:
@@ -367,6 +367,35 @@ def _tune_all(chosen: list[Candidate], ev: Any, cfg: FunnelConfig, w: Windows, l
             c.meta["pbo_params"] = _distinct_params(trials, cfg.pbo_configs)
             c.status = "tuned"
             p.advance(task)
+
+
+class _BelowWarning:
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def filter(self, record: Any) -> bool:
+        return record.levelno >= 30 or not record.name.startswith(self.prefix)
+
+
+class _quiet_console:
+    """The optimiser's per-fold lines stay in log.jsonl but off the console while discovery
+    tunes dozens of candidates (the console keeps one line per stage)."""
+
+    def __init__(self, prefix: str) -> None:
+        import logging
+
+        self.filt = _BelowWarning(prefix)
+        self.handlers = [h for h in logging.getLogger().handlers
+                         if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+
+    def __enter__(self) -> "_quiet_console":
+        for h in self.handlers:
+            h.addFilter(self.filt)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self.handlers:
+            h.removeFilter(self.filt)
 
 
 def _distinct_params(trials: list[tuple[dict, float]], k: int) -> list[dict]:
