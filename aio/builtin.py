@@ -112,6 +112,12 @@ BUILTINS: list[Builtin] = [
             "a data source's ticks or bars replayed at a speed multiple (0: as fast as possible)", "aio.live"),
     Builtin("live_source", "redis", "aio.live.sources:RedisSource", None,
             "Redis Streams through a consumer group (XREADGROUP/XACK); schema in docs/live.md", "aio.live"),
+    Builtin("proposer", "distill", "aio.discover.proposers.distill:Distill", None,
+            "shallow trees fitted to the model's out-of-sample probabilities (discovery)", "aio.discover.proposers"),
+    Builtin("proposer", "grammar_search", "aio.discover.proposers.grammar_search:GrammarSearch", None,
+            "evolutionary search over the grammar, blind to any model (the control)", "aio.discover.proposers"),
+    Builtin("proposer", "library", "aio.discover.proposers.library:LibraryProposer", None,
+            "the strategy library and the shipped strategies, re-tested", "aio.discover.proposers"),
 ]
 
 # "module:register" -> the kinds it adds; run on the first lookup of one of those kinds.

@@ -126,7 +126,10 @@ def stage_indicators(run: Run) -> None:
 def stage_strategy(run: Run) -> None:
     from aio.strategy.kinds import load_strategy
 
-    run.strategy = load_strategy(section(run.cfg, "strategy"))  # the `kind` plugin builds the spec
+    from aio.discover.library import resolve_from
+
+    # strategy.from=file.yaml | library:<id> replaces the section (params still override)
+    run.strategy = load_strategy(resolve_from(section(run.cfg, "strategy"), section(run.cfg, "store")))
     run.params = dict(run.strategy.params)
     rules_with_model = run.strategy.uses_model()
     if rules_with_model and not run.predictions:
@@ -225,6 +228,24 @@ def stage_similar(run: Run) -> None:
     impl(run)
 
 
+def stage_discover(run: Run) -> None:
+    from aio.discover.stage import stage_discover as impl
+
+    impl(run)
+
+
+def stage_discover_export(run: Run) -> None:
+    from aio.discover.stage import stage_discover_export as impl
+
+    impl(run)
+
+
+def stage_strategies(run: Run) -> None:
+    from aio.discover.stage import stage_strategies as impl
+
+    impl(run)
+
+
 def stage_analyze(run: Run) -> None:
     from aio.vlm.analyze import stage_analyze as impl
 
@@ -282,6 +303,9 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "control": stage_control,
     "serve": stage_serve,
     "import_pine": stage_import_pine,
+    "discover": stage_discover,
+    "discover_export": stage_discover_export,
+    "strategies": stage_strategies,
 }
 
 # tasks that never book money (so they need no conversion series)
@@ -290,8 +314,8 @@ NO_ACCOUNT_TASKS = {"download", "dataset", "train", "similar", "analyze", "impor
 
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
-    "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "backtest",
-            "export", "report"],
+    "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "discover",
+            "backtest", "export", "discover_export", "report"],
     "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "backtest", "export", "report"],
     "dataset": ["ingest", "bars", "indicators", "dataset"],
@@ -303,6 +327,9 @@ TASK_STAGES: dict[str, list[str]] = {
     "control": ["control"],
     "serve": ["serve"],
     "import_pine": ["import_pine"],
+    "discover": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
+                 "discover", "backtest", "export", "discover_export", "report"],
+    "strategies": ["strategies"],
 }
 
 
@@ -370,7 +397,11 @@ def validate(cfg: DictConfig, task: str) -> None:
 
     model = section(cfg, "model")
     model_on = bool(model) and model.get("name") not in (None, "none")
-    if task in ("run", "optimize"):
+    if task in ("run", "discover"):
+        from aio.discover.stage import validate as validate_discover
+
+        validate_discover(cfg, task)
+    if task in ("run", "optimize", "discover"):
         from aio.backtest import BacktestConfig
         from aio.sizing.chain import parse_chain
 
@@ -388,15 +419,16 @@ def validate(cfg: DictConfig, task: str) -> None:
             oc = build(OptimizeConfig, opt, "optimize")
             for name in oc.objectives:
                 registry.get_plugin("objective", name)  # UnknownPluginError listing the objectives
+        from aio.discover.library import resolve_from
         from aio.strategy.kinds import load_strategy
 
-        load_strategy(section(cfg, "strategy"))
+        load_strategy(resolve_from(section(cfg, "strategy"), section(cfg, "store")))
     for kind, key, when in PLUGIN_SECTIONS:
         if when == "model" and not (model_on or task in MODEL_TASKS):
             continue  # not used by this run: its plugin is never loaded
         if section(cfg, key):
             plugin_section(kind, cfg, key)
-    if model and task in ("run", "optimize", "train", "analyze"):
+    if model and task in ("run", "optimize", "train", "analyze", "discover"):
         plugin, mcfg = plugin_section("model", cfg)
         # Declared at registration (registry.add(..., preflight=fn(config))), looked up
         # without building the model: building chartnet would import torch and Lightning.
@@ -405,7 +437,7 @@ def validate(cfg: DictConfig, task: str) -> None:
             preflight = _class_preflight(plugin.obj)
         if preflight is not None:  # e.g. a VLM whose weights are missing
             preflight(mcfg)
-    if model_on and task in ("run", "optimize", "train"):
+    if model_on and task in ("run", "optimize", "train", "discover"):
         from aio.hardware import choose, detect
         from aio.train.config import trainer_config
 

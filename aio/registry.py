@@ -53,6 +53,7 @@ KINDS: dict[str, str | None] = {
     "store": "store",
     "task": None,
     "live_source": None,  # where a paper run's ticks come from (aio/live/sources.py)
+    "proposer": None,  # discovery proposers, chosen by name in discover.proposers
 }
 
 ENTRY_POINT_GROUP = "aio.plugins"

@@ -98,7 +98,9 @@ def test_every_page_renders_offline_without_errors(pages):
 
 def test_report_figures_and_their_order(pages):
     report = next(r for p, r in pages.items() if p.parent.name == "0" and p.name == "report.html")
-    assert report.figures == 6  # equity, price, returns, importances, heatmap, in-sample equity
+    # equity, price, returns, importances, heatmap, in-sample equity, and the discovery funnel
+    # (eurusd_14d runs discovery)
+    assert report.figures == 7
     text = report.text
     assert text.index("Headline") < text.index("Equity against buy-and-hold") < text.index("Price and trades") \
         < text.index("Period returns") < text.index("Trades (") < text.index("Parameter search") \

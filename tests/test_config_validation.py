@@ -67,6 +67,7 @@ GROUP_SCHEMAS = {
     "dataset": ("aio.dataset.config:DatasetConfig", "default"),
     "trainer": ("aio.train.config:TrainerConfig", "cpu"),
     "query": ("aio.models.similar:QueryConfig", "default"),
+    "discover": ("aio.discover.stage:DiscoverConfig", "funnel"),
 }
 # backtest: BacktestConfig vs conf/backtest/default.yaml is checked with the backtest (lead);
 # strategy: each YAML is a strategy of its own, not a set of defaults; hydra: Hydra's.

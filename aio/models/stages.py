@@ -41,7 +41,7 @@ def store_config(cfg: Any) -> Any:
 
 
 def stage_dataset(run: Any) -> None:
-    if run.task in ("run", "optimize") and not model_enabled(run):
+    if run.task in ("run", "optimize", "discover") and not model_enabled(run):
         return
     from aio.dataset import build_dataset, dataset_config
     from aio.render import make_renderer

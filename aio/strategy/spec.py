@@ -372,6 +372,19 @@ def _topo(deps: dict[str, set[str]], path: str) -> list[str]:
 
 
 def load_spec(section: Mapping[str, Any] | Any, path: str = "strategy") -> StrategySpec:
-    """Build and validate a strategy from its config section."""
+    """Build and validate a strategy from its config section.
+
+    ``from: path/to/strategy.yaml`` (or ``library:<id>`` of the default strategy library)
+    loads a strategy file like a shipped one; the section's ``params`` still override the
+    values of parameters that strategy declares (aio.discover.library.resolve_from).
+    """
+    from aio.config import _to_plain
+
+    section = dict(_to_plain(section) or {})
+    if section.get("from"):
+        from aio.discover.library import resolve_from
+
+        section = resolve_from(section)
+    section.pop("from", None)
     spec = build(StrategySpec, section, path, ignore=("_target_",))
     return spec.validate(path)
