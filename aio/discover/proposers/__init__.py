@@ -27,6 +27,9 @@ class ProposeContext:
     min_trades: int = 10
     env: dict[str, np.ndarray] = field(default_factory=dict)  # price series of the discovery bars
     notes: list[str] = field(default_factory=list)  # what a proposer wants the report to say
+    model_cfg: dict[str, Any] | None = None  # the run's model section (the vlm proposer loads that model)
+    symbol: str = ""
+    timeframe: str = ""
 
     def evaluator_env(self) -> dict[str, np.ndarray]:
         return self.env
@@ -48,6 +51,9 @@ def register(registry) -> None:
     registry.add("proposer", "distill", Distill, description="shallow trees fitted to the model's OOS probabilities")
     registry.add("proposer", "grammar_search", GrammarSearch, description="evolutionary search over the grammar (control)")
     registry.add("proposer", "library", LibraryProposer, description="strategy library + shipped strategies, re-tested")
+    from aio.discover.proposers.vlm import VLMProposer
+
+    registry.add("proposer", "vlm", VLMProposer, description="a vision-language model writes rules (constrained decoding)")
 
 
 __all__ = ["ProposeContext", "register", "Path"]
