@@ -21,7 +21,7 @@ from aio.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-MODEL_PROPOSERS = {"distill"}  # proposers that read the model (the rest are controls)
+MODEL_PROPOSERS = {"distill", "vlm"}  # proposers that read the model (the rest are controls)
 
 
 @dataclass
@@ -39,13 +39,20 @@ class DiscoverConfig:
     funnel: FunnelConfig = field(default_factory=FunnelConfig)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per proposer: discover.options.NAME.*
     query: dict[str, Any] = field(default_factory=dict)  # task=strategies: filters (StrategiesQuery)
+    vlm: dict[str, Any] = field(default_factory=dict)  # the vlm proposer (VLMProposerConfig); options.vlm overrides
+
+
+def _with_vlm(dc: "DiscoverConfig") -> "DiscoverConfig":
+    if dc.vlm:
+        dc.options["vlm"] = {**dc.vlm, **(dc.options.get("vlm") or {})}
+    return dc
 
 
 def discover_config(cfg: Any) -> DiscoverConfig:
     from aio.appconfig import section
 
     sec = section(cfg, "discover") or {"name": "none"}
-    return build(DiscoverConfig, sec, "discover", ignore=("_target_",))
+    return _with_vlm(build(DiscoverConfig, sec, "discover", ignore=("_target_",)))
 
 
 def proposer(name: str, options: dict[str, Any] | None) -> Any:
@@ -110,7 +117,8 @@ def stage_discover(run: Any) -> None:
     ctx = ProposeContext(grammar=grammar, evaluator=ev, proposal_end=w.proposal_end, discovery_end=w.discovery_end,
                          predictions={k: np.asarray(v)[: w.discovery_end] for k, v in (run.predictions or {}).items()},
                          model_id=model_id, library=lib, rng=np.random.default_rng(seed),
-                         min_trades=dc.funnel.screen_min_trades, env=env)
+                         min_trades=dc.funnel.screen_min_trades, env=env, symbol=symbol, timeframe=tf,
+                         model_cfg=_model_section(run))
     cands = []
     per_proposer: dict[str, int] = {}
     for name in dc.proposers:
@@ -139,6 +147,12 @@ def stage_discover(run: Any) -> None:
         summary["adopted"] = None
     log.info("discovery done", **{k: v for k, v in res.counts.items()}, seconds=res.seconds,
              adopted=(summary["adopted"] or {}).get("id"))
+
+
+def _model_section(run: Any) -> dict[str, Any] | None:
+    from aio.appconfig import section
+
+    return section(run.cfg, "model") or None
 
 
 def _library(run: Any) -> Any:

@@ -212,6 +212,41 @@ def generate(vlm: Any, images: list[np.ndarray], text: str, grammar: str, n: int
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)], counts
 
 
+class Collector:
+    """Proposal lines -> candidates: parsed, validated, deduplicated by canonical rule text,
+    screened on the proposal window."""
+
+    def __init__(self, g: Any) -> None:
+        self.g = g
+        self.seen: dict[str, str] = {}  # canonical text -> first proposal line
+        self.stats: dict[str, Any] = {"generated": 0, "parsed": 0, "invalid": 0, "duplicates": 0}
+        self.n = 0
+
+    def add(self, line: str, ctx: Any, meta: dict[str, Any]) -> Candidate | None:
+        from aio.discover.grammar import canonical_text, fast_spec
+        from aio.vlm.strategy_grammar import ProposalError, parse_proposal
+
+        self.stats["generated"] += 1
+        try:
+            genome = parse_proposal(line, self.g)
+            spec = self.g.to_spec(genome, name=f"vlm{self.n}")
+            parsed = fast_spec(spec)
+        except (ProposalError, ConfigError) as exc:
+            self.stats["invalid"] += 1
+            ctx.notes.append(f"vlm: an invalid proposal ({exc}): {line[:160]!r}")
+            return None
+        self.stats["parsed"] += 1
+        key = canonical_text(parsed)
+        if key in self.seen:
+            self.stats["duplicates"] += 1
+            return None
+        self.seen[key] = line
+        self.n += 1
+        fig = VLMProposer._screen(ctx, parsed)
+        return Candidate("vlm", spec, {"proposal": line, **meta, "screen_sharpe": fig["sharpe"],
+                                       "screen_trades": fig["trades"], "screen_net": fig["net"]}, parsed=parsed)
+
+
 class VLMProposer:
     Config = VLMProposerConfig
     name = "vlm"
@@ -223,9 +258,8 @@ class VLMProposer:
         self.stats: dict[str, Any] = {}
 
     def propose(self, ctx: Any, budget: int) -> list[Candidate]:
-        from aio.discover.grammar import canonical_text, fast_spec
         from aio.vlm.constrained import lark_to_grammar
-        from aio.vlm.strategy_grammar import ProposalError, StrategyLanguage, lark_grammar, parse_proposal
+        from aio.vlm.strategy_grammar import StrategyLanguage, lark_grammar
 
         c = self.cfg
         if self.vlm is None:
@@ -242,8 +276,9 @@ class VLMProposer:
         cap = min(budget, c.rounds * c.per_round) if budget else c.rounds * c.per_round
         out: list[Candidate] = []
         rows: list[dict[str, Any]] = []
-        seen: set[str] = set()
-        st = {"generated": 0, "parsed": 0, "invalid": 0, "duplicates": 0, "tokens": 0, "seconds": 0.0, "rounds": 0}
+        col = Collector(g)
+        st = col.stats
+        st.update(tokens=0, seconds=0.0, rounds=0)
         self.prompts = []
         for rnd in range(c.rounds):
             if len(out) >= cap:
@@ -262,29 +297,15 @@ class VLMProposer:
                 t0 = time.perf_counter()
                 texts, toks = generate(self.vlm, images, text, grammar, n, seed, c.temperature, max_new)
                 st["seconds"] += time.perf_counter() - t0
-                st["generated"] += len(texts)
                 st["tokens"] += int(sum(toks))
                 for line, ntok in zip(texts, toks):
-                    try:
-                        genome = parse_proposal(line, g)
-                        spec = g.to_spec(genome, name=f"vlm{len(out)}")
-                        parsed = fast_spec(spec)
-                    except (ProposalError, ConfigError) as exc:
-                        st["invalid"] += 1
-                        ctx.notes.append(f"vlm: round {rnd + 1} wrote an invalid proposal ({exc}): {line[:160]!r}")
+                    cand = col.add(line, ctx, {"round": rnd + 1, "tokens": ntok, "model_id": self.vlm.model_id,
+                                               "prompt_sha": hashlib.sha256(text.encode()).hexdigest()[:12]})
+                    if cand is None:
                         continue
-                    st["parsed"] += 1
-                    key = canonical_text(parsed)
-                    if key in seen:
-                        st["duplicates"] += 1
-                        continue
-                    seen.add(key)
-                    fig = self._screen(ctx, parsed)
-                    rows.append({"text": line, **fig})
-                    out.append(Candidate("vlm", spec, {
-                        "round": rnd + 1, "proposal": line, "tokens": ntok, "model_id": self.vlm.model_id,
-                        "prompt_sha": hashlib.sha256(text.encode()).hexdigest()[:12], "screen_sharpe": fig["sharpe"],
-                        "screen_trades": fig["trades"]}, parsed=parsed))
+                    rows.append({"text": line, "sharpe": cand.meta["screen_sharpe"],
+                                 "trades": cand.meta["screen_trades"], "net": cand.meta["screen_net"]})
+                    out.append(cand)
                     new_this_round += 1
                 if new_this_round:
                     break
