@@ -16,13 +16,15 @@ from omegaconf import DictConfig, OmegaConf
 from aio.config import build, param
 from aio.errors import ConfigError
 
+from aio.registry import choices
+
 REPO = Path(__file__).resolve().parent.parent
-TASKS = ("run", "download", "dataset", "train", "optimize", "similar", "analyze", "discover", "strategies")
 
 
 @dataclass
 class RunSection:
-    task: str = param("run", choices=list(TASKS), help="what to run: the whole experiment or one part")
+    # tasks are registry entries (kind ``task``): pipeline.TASK_STAGES and any plugin task
+    task: str = param("run", choices=choices("task"), help="what to run: the whole experiment or one part")
     seed: int = param(42, ge=0)
     experiment: str | None = None
     plugins_dir: str | None = None
@@ -45,10 +47,51 @@ def experiments_dirs() -> list[Path]:
     return out
 
 
+def run_name(experiment: Any = None, strategy: Any = None, overrides: Any = None) -> str:
+    """A run folder's name part: the experiment, else the strategy, else ``run`` (never ``None``).
+
+    ``overrides`` (a multirun's ``hydra.overrides.task``): when they sweep the strategy
+    (``strategy=a,b``) the sweep folder says ``strategy-sweep``, not the first strategy.
+    """
+    import re
+
+    def clean(v: Any) -> str:
+        return re.sub(r"[^A-Za-z0-9_.+-]+", "-", str(v)).strip("-") or "run"
+
+    if experiment not in (None, "", "None", "null"):
+        return clean(experiment)
+    for o in list(overrides or []):
+        key, _, value = str(o).lstrip("+~").partition("=")
+        if key == "strategy" and "," in value:
+            return "strategy-sweep"
+    if strategy not in (None, "", "None", "null"):
+        return clean(strategy)
+    return "run"
+
+
+def sweep_dir(base: str, stamp: str, experiment: Any = None, strategy: Any = None, overrides: Any = None) -> str:
+    """``BASE/STAMP_NAME`` for a multirun. Hydra resolves the sweep folder once for the sweep
+    and again inside each job (with that job's overrides, where ``strategy=a,b`` became
+    ``strategy=a``); a job finds the folder its sweep already made, so all jobs share it."""
+    made = sorted(p for p in Path(base).glob(f"{stamp}_*") if p.is_dir()) if Path(base).is_dir() else []
+    if made:
+        return str(Path(base) / made[-1].name)
+    return str(Path(base) / f"{stamp}_{run_name(experiment, strategy, overrides)}")
+
+
+def register_resolvers() -> None:
+    """``aio.run_name`` / ``aio.sweep_dir`` for conf/hydra's run folders (never ``None``)."""
+    if not OmegaConf.has_resolver("aio.run_name"):
+        OmegaConf.register_new_resolver("aio.run_name", run_name)
+    if not OmegaConf.has_resolver("aio.sweep_dir"):
+        OmegaConf.register_new_resolver("aio.sweep_dir", sweep_dir)
+
+
 def register_experiments() -> list[str]:
     """Offer ``experiments/*.yaml`` to Hydra as the ``experiment`` group (package _global_)."""
     from hydra.core.config_store import ConfigStore
 
+    register_resolvers()
     cs = ConfigStore.instance()
     names = []
     for d in reversed(experiments_dirs()):  # earlier dirs win
@@ -70,8 +113,12 @@ def section(cfg: DictConfig, key: str) -> dict[str, Any]:
     return OmegaConf.to_container(node, resolve=True)  # type: ignore[return-value]
 
 
-def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
-    """(plugin object, its validated config) for the section ``key`` (default: the kind's group)."""
+def plugin_section(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
+    """(registry entry, validated config) for the section ``key`` (default: the kind's group).
+
+    Only the plugin's config type is imported, not its code: validating ``store``
+    does not load LanceDB.
+    """
     from aio.registry import KINDS, registry
 
     key = key or KINDS.get(kind) or kind
@@ -81,10 +128,16 @@ def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[A
         raise ConfigError(f"config section {key} needs a 'name' naming the {kind} plugin; known: {', '.join(registry.names(kind))}")
     plugin = registry.get_plugin(kind, name)
     if plugin.config is None or isinstance(plugin.config, dict):
-        return plugin.obj, sec
+        return plugin, sec
     # a plugin may ship its node as a dataclass instance (its defaults) or as the type
     schema = plugin.config if isinstance(plugin.config, type) else type(plugin.config)
-    return plugin.obj, build(schema, sec, key)
+    return plugin, build(schema, sec, key)
+
+
+def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[Any, Any]:
+    """(plugin object, its validated config) for the section ``key`` (default: the kind's group)."""
+    plugin, config = plugin_section(kind, cfg, key)
+    return plugin.obj, config
 
 
 def run_section(cfg: DictConfig) -> RunSection:

@@ -20,7 +20,7 @@ import difflib
 import types
 import typing
 from dataclasses import MISSING, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from aio.errors import ConfigError
 
@@ -33,7 +33,7 @@ def param(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
-    choices: list[Any] | None = None,
+    choices: list[Any] | Callable[[], list[Any]] | None = None,
     help: str = "",
 ) -> Any:
     meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "help": help}
@@ -93,6 +93,8 @@ def check_limits(value: Any, meta: Mapping[str, Any], key: str) -> None:
     if value is None or not meta:
         return
     choices = meta.get("choices")
+    if callable(choices):  # e.g. aio.registry.choices("sampler"): whatever is registered now
+        choices = choices()
     if choices is not None and value not in choices:
         raise ConfigError(f"config key {key}={value!r} is not allowed; choose one of: {', '.join(map(str, choices))}")
     bounds = [("ge", ">=", lambda v, b: v >= b), ("gt", ">", lambda v, b: v > b),

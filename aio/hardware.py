@@ -49,8 +49,11 @@ class HardwareInfo:
         return asdict(self)
 
 
-def detect() -> HardwareInfo:
-    """Cores, memory and the first CUDA GPU (name, VRAM, bf16 support) of this machine."""
+def detect(gpu: bool = True) -> HardwareInfo:
+    """Cores, memory and the first CUDA GPU (name, VRAM, bf16 support) of this machine.
+
+    ``gpu=False`` skips the GPU probe (it imports torch, seconds on a cold start).
+    """
     import psutil
 
     vm = psutil.virtual_memory()
@@ -63,6 +66,8 @@ def detect() -> HardwareInfo:
     gpu: dict[str, Any] = {}
     torch_version = None
     try:
+        if not gpu:
+            raise _Skip
         import torch
 
         torch_version = torch.__version__
@@ -75,6 +80,8 @@ def detect() -> HardwareInfo:
                 "gpu_bf16": bool(torch.cuda.is_bf16_supported()),
                 "gpu_capability": f"{p.major}.{p.minor}",
             }
+    except _Skip:
+        pass
     except Exception as exc:  # a broken CUDA install must not stop a CPU run
         log.warning("gpu detection failed", error=str(exc))
     return HardwareInfo(
@@ -87,6 +94,21 @@ def detect() -> HardwareInfo:
         load_1m=load,
         **gpu,
     )
+
+
+class _Skip(Exception):
+    pass
+
+
+def manifest_info() -> dict[str, Any]:
+    """The machine for a run's manifest. The GPU is probed only when the run itself loaded
+    torch (a run that never imported it used no GPU, and importing it costs seconds)."""
+    import sys
+
+    info = detect(gpu="torch" in sys.modules).as_dict()
+    info["gpu_probed"] = "torch" in sys.modules
+    info["python"] = platform.python_version()
+    return info
 
 
 @dataclass

@@ -1,7 +1,14 @@
-"""Structured logging: pretty on the console, JSON lines in the run folder."""
+"""Structured logging: short on the console, everything as JSON lines in the run folder.
+
+The console shows ``log_level`` and up (INFO: one line per stage); ``log.jsonl`` keeps
+DEBUG too (per-epoch and per-trial lines). The console handler writes to the current
+``sys.stderr`` at each line, so while progress bars are live (:mod:`aio.progress`)
+log lines go above them, never through them.
+"""
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from pathlib import Path
@@ -16,6 +23,19 @@ _SHARED = [
 ]
 
 
+class _CurrentStderr(io.TextIOBase):
+    """sys.stderr as it is now (rich swaps it while bars are drawn), not as it was at setup."""
+
+    def write(self, s: str) -> int:
+        return sys.stderr.write(s)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def setup_logging(run_dir: Path | None = None, level: str = "INFO") -> None:
     structlog.configure(
         processors=_SHARED + [structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -27,7 +47,9 @@ def setup_logging(run_dir: Path | None = None, level: str = "INFO") -> None:
     for h in list(root.handlers):
         if getattr(h, "_aio", False):
             root.removeHandler(h)
-    console = logging.StreamHandler(sys.stderr)
+            h.close()
+    console = logging.StreamHandler(_CurrentStderr())
+    console.setLevel(level)
     console.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
@@ -49,7 +71,11 @@ def setup_logging(run_dir: Path | None = None, level: str = "INFO") -> None:
             )
         )
         fh._aio = True  # type: ignore[attr-defined]
+        fh.setLevel(logging.DEBUG)
         root.addHandler(fh)
     root.setLevel(level)
-    for noisy in ("numba", "httpx", "httpcore", "matplotlib", "PIL", "urllib3", "lightning", "torch"):
+    # aio's own debug lines (per epoch, per trial) reach log.jsonl; other libraries stay at the run's level
+    logging.getLogger("aio").setLevel(logging.DEBUG if run_dir is not None else level)
+    for noisy in ("numba", "httpx", "httpcore", "matplotlib", "PIL", "urllib3", "lightning", "torch",
+                  "choreographer", "kaleido", "logistro", "browser_proc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 import structlog
 from omegaconf import DictConfig, OmegaConf
 
-from aio.appconfig import REPO, plugin_config, run_section, section
+from aio.appconfig import REPO, plugin_config, plugin_section, run_section, section
 from aio.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -46,6 +45,11 @@ class Run:
     artifacts: dict[str, str] = field(default_factory=dict)
     objective: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    conversion: Any = None  # aio.instruments.ConversionPlan
+    conversion_market: Any = None  # the conversion pair's MarketData (crosses only)
+    rates: Any = None  # (rate at each bar's open, at each close), quote -> account; None: 1
+    evaluator: Any = None  # aio.backtest.evaluator.Evaluator over run.bars
+    optimize: Any = None  # aio.optimize.run.OptimizeResult when a search ran
 
     @property
     def synthetic(self) -> bool:
@@ -72,6 +76,14 @@ def _hydra_run_dir() -> Path:
 def stage_ingest(run: Run) -> None:
     source_cls, data_cfg = plugin_config("data", run.cfg)
     source = source_cls(data_cfg)
+    if run.task != "download" and hasattr(data_cfg, "symbol"):
+        # the account comes first: a conversion series that cannot be had fails before any work
+        from aio.backtest.account import load_conversion_market, plan_for
+
+        bt = build_backtest_config(run.cfg)
+        run.conversion = plan_for(bt, data_cfg.symbol)
+        if run.conversion.kind == "pair" and run.task not in NO_ACCOUNT_TASKS:
+            run.conversion_market = load_conversion_market(run.conversion, bt, source_cls, data_cfg)
     if run.task == "download":
         if not hasattr(source, "download"):
             raise ConfigError(f"task=download needs a downloadable data source; data={run.cfg.data.name} is not one (use data=dukascopy)")
@@ -88,6 +100,12 @@ def stage_bars(run: Run) -> None:
     run.bars = builder(bars_cfg).build(run.market)
     if len(run.bars) == 0:
         raise ConfigError("no bars in the requested range: check data.start/data.end and the data source")
+    if run.conversion is not None and run.conversion.kind != "none":
+        from aio.backtest.account import rates_for
+
+        pair = builder(bars_cfg).build(run.conversion_market).frame if run.conversion_market is not None else None
+        if run.conversion.kind != "pair" or pair is not None:
+            run.rates = rates_for(run.conversion, run.bars.frame, pair)
     from aio.quality import check_bars
 
     quality = {"source": dict(run.market.quality or {}), "bars": check_bars(run.bars)}
@@ -106,9 +124,12 @@ def stage_indicators(run: Run) -> None:
 
 
 def stage_strategy(run: Run) -> None:
-    from aio.strategy import load_spec
+    from aio.strategy.kinds import load_strategy
 
-    run.strategy = load_spec(section(run.cfg, "strategy"), store=section(run.cfg, "store"))
+    from aio.discover.library import resolve_from
+
+    # strategy.from=file.yaml | library:<id> replaces the section (params still override)
+    run.strategy = load_strategy(resolve_from(section(run.cfg, "strategy"), section(run.cfg, "store")))
     run.params = dict(run.strategy.params)
     rules_with_model = run.strategy.uses_model()
     if rules_with_model and not run.predictions:
@@ -127,33 +148,32 @@ def stage_optimize(run: Run) -> None:
     run.params.update(best)
 
 
-def backtest_config(run: Run):
+def build_backtest_config(cfg: DictConfig):
     from aio.backtest import BacktestConfig
     from aio.config import build
 
-    return build(BacktestConfig, section(run.cfg, "backtest"), "backtest")
+    return build(BacktestConfig, section(cfg, "backtest"), "backtest")
+
+
+def backtest_config(run: Run):
+    from aio.backtest.evaluator import backtest_config as impl
+
+    return impl(run)
 
 
 def stage_backtest(run: Run) -> None:
-    from aio.backtest import run_backtest, write_equity_parquet, write_trades_csv
-    from aio.backtest.metrics import compute_metrics
-    from aio.strategy import signals
+    from aio.backtest import write_equity_parquet, write_trades_csv
+    from aio.backtest.evaluator import evaluator_for_run
+    from aio.report.headline import headline
 
-    bt_cfg = backtest_config(run)
-    arrays = {c: run.bars.col(c) for c in ("open", "high", "low", "close", "volume")}
-    sig = signals(run.strategy, arrays, run.params, extra=run.predictions)
-    sizer = section(run.cfg, "sizer")
-    if sizer and sizer.get("name") not in (None, "none"):
-        from aio.sizing import apply_sizer
-
-        sig, bt_cfg = apply_sizer(run, sig, bt_cfg)
-    result = run_backtest(run.bars, sig, bt_cfg)
-    run.backtest = result
-    write_trades_csv(result, run.artifact("trades.csv"))
-    write_equity_parquet(result, run.bars.frame, run.artifact("equity.parquet"))
-    run.metrics["backtest"] = compute_metrics(result, run.bars)
-    log.info("backtest done", trades=run.metrics["backtest"].get("trade_count"),
-             net_profit=run.metrics["backtest"].get("net_profit"))
+    e = evaluator_for_run(run).run(run.strategy, run.params)
+    run.backtest = e.result
+    write_trades_csv(e.result, run.artifact("trades.csv"), synthetic=run.synthetic)
+    write_equity_parquet(e.result, run.bars.frame, run.artifact("equity.parquet"), synthetic=run.synthetic)
+    run.metrics["backtest"] = e.metrics
+    run.metrics["headline"] = headline(run)
+    log.info("backtest done", trades=e.metrics.get("trade_count"), net_profit=e.metrics.get("net_profit"),
+             headline=run.metrics["headline"]["sample"])
 
 
 def stage_export(run: Run) -> None:
@@ -252,6 +272,10 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "strategies": stage_strategies,
 }
 
+# tasks that never book money (so they need no conversion series)
+NO_ACCOUNT_TASKS = {"download", "dataset", "train", "similar", "analyze", "import_pine", "publish", "control", "serve",
+                    "strategies"}
+
 TASK_STAGES: dict[str, list[str]] = {
     "download": ["ingest"],
     "run": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize", "discover",
@@ -266,6 +290,28 @@ TASK_STAGES: dict[str, list[str]] = {
                  "discover", "backtest", "export", "discover_export", "report"],
     "strategies": ["strategies"],
 }
+
+
+def register_tasks(registry) -> None:
+    """TASK_STAGES into the registry (kind ``task``): ``task=NAME`` is looked up there, so a
+    plugin task (a list of stage names from STAGES and/or ``callable(run)`` stages) works too."""
+    for name, stages in TASK_STAGES.items():
+        registry.add("task", name, list(stages), description=" -> ".join(stages))
+
+
+def task_stages(task: str) -> list[tuple[str, Callable[[Run], None]]]:
+    """The (name, function) stages of ``task`` from the registry."""
+    from aio.registry import registry
+
+    out = []
+    for i, item in enumerate(registry.get("task", task)):
+        if callable(item):
+            out.append((getattr(item, "__name__", f"stage{i}").removeprefix("stage_"), item))
+        elif item in STAGES:
+            out.append((item, STAGES[item]))
+        else:
+            raise ConfigError(f"task {task!r} names stage {item!r}, which does not exist; stages: {', '.join(STAGES)}")
+    return out
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -285,30 +331,16 @@ def _git_commit() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
-    import os
+    """The machine, for the manifest (aio.hardware's probe; the GPU only when the run loaded torch)."""
+    from aio.hardware import manifest_info
 
-    import psutil
-
-    info = {"cpu_count": os.cpu_count(), "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(), "python": platform.python_version()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        info["cuda"] = torch.cuda.is_available()
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info["gpu"] = p.name
-            info["gpu_vram_gb"] = round(p.total_memory / 2**30, 1)
-            info["bf16"] = torch.cuda.is_bf16_supported()
-    except Exception:
-        pass
-    return info
+    return manifest_info()
 
 
-# (plugin kind, config section) validated before any work starts, when the section is there
-PLUGIN_SECTIONS = [("data", "data"), ("bars", "bars"), ("indicator_set", "indicators"), ("model", "model"),
-                   ("renderer", "renderer"), ("store", "store")]
+# (plugin kind, config section, tasks that use it; None: every task) validated before any work starts
+PLUGIN_SECTIONS = [("data", "data", None), ("bars", "bars", None), ("indicator_set", "indicators", None),
+                   ("model", "model", None), ("renderer", "renderer", "model"), ("store", "store", "model")]
+MODEL_TASKS = ("dataset", "train", "similar", "analyze")  # tasks that render charts / read the pattern store
 
 
 def validate(cfg: DictConfig, task: str) -> None:
@@ -316,118 +348,198 @@ def validate(cfg: DictConfig, task: str) -> None:
 
     A typo in the strategy or the optimiser must not surface after minutes of
     downloading and training: each error names the key, the value and what is allowed.
+    Cheap checks come first and only config types are imported (never a model, LanceDB
+    or torch), so a wrong value is reported within a second or two.
     """
     from aio.config import build
+    from aio.registry import registry
 
-    for kind, key in PLUGIN_SECTIONS:
-        if section(cfg, key):
-            plugin_config(kind, cfg, key)
     model = section(cfg, "model")
-    if model and task in ("run", "optimize", "train", "analyze", "discover"):
-        factory, mcfg = plugin_config("model", cfg)
-        preflight = getattr(factory(mcfg), "preflight", None)
-        if preflight is not None:  # e.g. a VLM whose weights are missing
-            preflight()
-    if model and model.get("name") not in (None, "none") and task in ("run", "optimize", "train", "discover"):
-        from aio.hardware import choose, detect
-        from aio.train.config import trainer_config
-
-        tc = trainer_config(section(cfg, "trainer"))
-        choose(detect(), accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision)  # GPU asked, none here
+    model_on = bool(model) and model.get("name") not in (None, "none")
     if task in ("run", "discover"):
         from aio.discover.stage import validate as validate_discover
 
         validate_discover(cfg, task)
     if task in ("run", "optimize", "discover"):
-        from aio.sizing.chain import parse_chain
-        from aio.strategy import load_spec
-
-        load_spec(section(cfg, "strategy"), store=section(cfg, "store"))
         from aio.backtest import BacktestConfig
+        from aio.sizing.chain import parse_chain
 
-        build(BacktestConfig, section(cfg, "backtest"), "backtest")
+        bt = build(BacktestConfig, section(cfg, "backtest"), "backtest")
+        symbol = (section(cfg, "data") or {}).get("symbol")
+        if symbol:  # an unknown instrument names the keys to set, before any data is read
+            import dataclasses
+
+            dataclasses.replace(bt, symbol=str(symbol)).instrument_spec()
         parse_chain(section(cfg, "sizer") or None)
         opt = section(cfg, "optimize")
         if opt and opt.get("name") not in (None, "none"):
             from aio.optimize.config import OptimizeConfig
 
-            build(OptimizeConfig, opt, "optimize")
+            oc = build(OptimizeConfig, opt, "optimize")
+            for name in oc.objectives:
+                registry.get_plugin("objective", name)  # UnknownPluginError listing the objectives
+        from aio.discover.library import resolve_from
+        from aio.strategy.kinds import load_strategy
+
+        load_strategy(resolve_from(section(cfg, "strategy"), section(cfg, "store")))
+    for kind, key, when in PLUGIN_SECTIONS:
+        if when == "model" and not (model_on or task in MODEL_TASKS):
+            continue  # not used by this run: its plugin is never loaded
+        if section(cfg, key):
+            plugin_section(kind, cfg, key)
+    if model and task in ("run", "optimize", "train", "analyze", "discover"):
+        plugin, mcfg = plugin_section("model", cfg)
+        # Declared at registration (registry.add(..., preflight=fn(config))), looked up
+        # without building the model: building chartnet would import torch and Lightning.
+        preflight = plugin.get_meta("preflight")
+        if preflight is None and isinstance(plugin.obj, type):
+            preflight = _class_preflight(plugin.obj)
+        if preflight is not None:  # e.g. a VLM whose weights are missing
+            preflight(mcfg)
+    if model_on and task in ("run", "optimize", "train", "discover"):
+        from aio.hardware import choose, detect
+        from aio.train.config import trainer_config
+
+        tc = trainer_config(section(cfg, "trainer"))
+        choose(detect(), accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision)  # GPU asked, none here
+
+
+def _class_preflight(cls: type) -> Callable[[Any], None] | None:
+    """A model class's ``preflight`` declared as a classmethod/staticmethod taking the config."""
+    import inspect
+
+    raw = inspect.getattr_static(cls, "preflight", None)
+    if isinstance(raw, (classmethod, staticmethod)):
+        return getattr(cls, "preflight")
+    return None
 
 
 def run(cfg: DictConfig, run_dir: Path | None = None) -> Run:
+    """Validate, run the task's stages, write the run folder. A run that fails still
+    writes ``manifest.json`` with ``status: failed``, the stage and the error (so the
+    folder never looks like a finished run) and re-raises."""
     from aio.logs import setup_logging
     from aio.registry import registry
 
-    rs = run_section(cfg)
     run_dir = Path(run_dir or _hydra_run_dir()).resolve()
-    setup_logging(run_dir, rs.log_level)
-    registry.ensure_discovered(rs.plugins_dir)
-    if rs.plugins_dir:
-        registry.load_folder(Path(rs.plugins_dir))
-    stages = TASK_STAGES.get(rs.task)
-    if stages is None:
-        raise ConfigError(f"config key task={rs.task!r} is not available yet; choose one of: {', '.join(TASK_STAGES)}")
-    validate(cfg, rs.task)
-    r = Run(cfg=cfg, run_dir=run_dir, task=rs.task, seed=rs.seed)
-    np.random.seed(rs.seed)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    structlog.contextvars.bind_contextvars(run=run_dir.name)
-    log.info("run started", task=rs.task, experiment=rs.experiment, run_dir=str(run_dir))
-    for name in stages:
-        t0 = time.perf_counter()
-        STAGES[name](r)
-        r.timings[name] = round(time.perf_counter() - t0, 3)
-    r.metrics["synthetic"] = r.synthetic
-    if r.synthetic:
-        r.metrics["synthetic_note"] = "SYNTHETIC DATA: results come from simulated ticks, not a market"
-    r.metrics["timings_s"] = r.timings
-    if r.params:
-        r.metrics["params"] = r.params
-    (run_dir / "metrics.json").write_text(dumps(r.metrics))
-    manifest = {
-        "git_commit": _git_commit(),
-        "config_hash": config_hash(cfg),
-        "task": rs.task,
-        "experiment": rs.experiment,
-        "synthetic": r.synthetic,
-        "data": None if r.market is None else {
-            "source": r.market.source, "symbol": r.market.symbol, "rows": r.market.frame.height,
-            "meta": r.market.meta,
-        },
-        "hardware": hardware(),
-        "artifacts": r.artifacts,
-        "plugins": registry.loaded_sources,
-    }
-    (run_dir / "manifest.json").write_text(dumps(manifest))
-    bt = r.metrics.get("backtest") or {}
-    r.objective = bt.get("net_profit") if isinstance(bt, dict) else None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state: dict[str, Any] = {"stage": "config", "run": None, "task": cfg.get("task"),
+                             "experiment": cfg.get("experiment")}
+    try:
+        rs = run_section(cfg)
+        state["task"] = rs.task
+        setup_logging(run_dir, rs.log_level)
+        registry.ensure_discovered(rs.plugins_dir)
+        stages = task_stages(rs.task)
+        state["stage"] = "validate"
+        validate(cfg, rs.task)
+        r = Run(cfg=cfg, run_dir=run_dir, task=rs.task, seed=rs.seed)
+        state["run"] = r
+        np.random.seed(rs.seed)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        structlog.contextvars.bind_contextvars(run=run_dir.name)
+        log.info("run started", task=rs.task, experiment=rs.experiment, run_dir=str(run_dir))
+        for name, fn in stages:
+            state["stage"] = name
+            t0 = time.perf_counter()
+            fn(r)
+            r.timings[name] = round(time.perf_counter() - t0, 3)
+        state["stage"] = "finish"
+        from aio.labels import label_run_folder, synthetic_note
+
+        note = synthetic_note(r.market.meta if r.market is not None else None)
+        r.metrics["synthetic"] = r.synthetic
+        if r.synthetic:
+            r.metrics["synthetic_note"] = note
+            plant = (r.market.meta or {}).get("plant")
+            if plant:
+                r.metrics["plant"] = {k: v for k, v in plant.items() if k != "event_ts_init"}
+        r.metrics["timings_s"] = r.timings
+        if r.conversion is not None:
+            r.metrics["account"] = {"currency": r.conversion.account, "quote": r.conversion.quote,
+                                    "conversion": r.conversion.describe()}
+        if r.params:
+            r.metrics["params"] = r.params
+        (run_dir / "metrics.json").write_text(dumps(r.metrics))
+        _write_manifest(cfg, run_dir, r, rs.task, rs.experiment, status="ok")
+        label_run_folder(run_dir, r.synthetic, note)
+    except BaseException as exc:
+        _write_failed(cfg, run_dir, state, exc)
+        raise
+    r.objective = objective_of(r)
     log.info("run finished", seconds=round(sum(r.timings.values()), 2))
     print(f"run_dir: {run_dir}", flush=True)
     return r
 
 
-def _finite(o: Any) -> Any:
-    """NaN/inf (e.g. a Sharpe with no trades) become null: JSON has no NaN."""
-    if isinstance(o, float) and not np.isfinite(o):
+def objective_of(run: Run) -> float | None:
+    """What a Hydra sweeper optimises: the headline (out of sample when a search ran),
+    in the optimiser's own objective, else the headline's net profit."""
+    head = run.metrics.get("headline")
+    if not isinstance(head, dict):
         return None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
+    m = head.get("metrics") or {}
+    if head.get("sample") == "out_of_sample" and run.optimize is not None:
+        obj = run.metrics.get("optimize", {}).get("objective")
+        v = m.get(obj) if obj else None
+        if v is not None:
+            return float(v)
+    v = m.get("net_profit")
+    return float(v) if v is not None else None
+
+
+def _write_manifest(cfg: DictConfig, run_dir: Path, r: Run | None, task: Any, experiment: Any, *, status: str,
+                    failure: dict[str, Any] | None = None) -> None:
+    from aio.registry import registry
+
+    try:
+        chash = config_hash(cfg)
+    except Exception:  # an interpolation that does not resolve is itself the failure
+        chash = None
+    manifest = {
+        "status": status,
+        **(failure or {}),
+        "git_commit": _git_commit(),
+        "config_hash": chash,
+        "task": task,
+        "experiment": experiment,
+        "synthetic": bool(r is not None and r.synthetic),
+        "data": None if r is None or r.market is None else {
+            "source": r.market.source, "symbol": r.market.symbol, "rows": r.market.frame.height,
+            "meta": r.market.meta,
+        },
+        "hardware": hardware(),
+        "artifacts": {} if r is None else r.artifacts,
+        "timings_s": {} if r is None else r.timings,
+        "plugins": list(registry.loaded_sources),
+        "plugin_files": list(registry.plugin_files),  # every local plugin file that ran
+    }
+    (run_dir / "manifest.json").write_text(dumps(manifest))
+
+
+def _write_failed(cfg: DictConfig, run_dir: Path, state: dict[str, Any], exc: BaseException) -> None:
+    """The failed run's manifest; never masks the original error."""
+    from aio.errors import AioError
+
+    failure = {"stage": state["stage"],
+               "error": {"type": type(exc).__name__, "message": str(exc) or repr(exc),
+                         "user_error": isinstance(exc, AioError)}}
+    try:
+        if not (run_dir / "config.yaml").exists():
+            try:
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            except Exception:
+                (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        _write_manifest(cfg, run_dir, state["run"], state["task"], state["experiment"], status="failed",
+                        failure=failure)
+        if not failure["error"]["user_error"]:  # a user error is printed once, by the CLI
+            log.error("run failed", stage=state["stage"], error=failure["error"]["message"])
+    except Exception as inner:  # pragma: no cover - e.g. the disk is full
+        log.error("could not write the failed run's manifest", error=str(inner))
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(_finite(json.loads(json.dumps(obj, default=_json_default))), indent=2, allow_nan=False)
+    """JSON for run files: numpy values made plain, NaN/inf (e.g. a Sharpe with no trades) as null."""
+    from aio.jsonio import dumps as _dumps
 
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
+    return _dumps(obj)

@@ -110,7 +110,7 @@ def main() -> None:
     ref = reference_dir(args.reference_dir)
     bars = load_tv_ohlcv(ref / "tradingview" / "ohlcv.csv")
     arrays = bar_arrays(bars)
-    cfg = BacktestConfig(initial_capital=1_000_000.0, qty=1.0, use_spread=False, mintick=1e-5)
+    cfg = BacktestConfig.tradingview(mintick=1e-5)
 
     t = time.perf_counter()
     aio_run(arrays, cfg)  # numba: compile or load the cached machine code

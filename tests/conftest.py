@@ -51,3 +51,46 @@ def tv_bars(tv_dir):
 
     cfg = build(FileDataConfig, {"path": str(tv_dir / "ohlcv.csv"), "symbol": "EURUSD", "timezone": "US/Eastern"}, "data")
     return bars_from_market(FileSource(cfg).load())
+
+
+# -- the app in-process (as lightning-hydra-template's tests do) ---------------------------
+
+
+def compose_config(*overrides: str, config_name: str = "config"):
+    """The config ``python -m aio OVERRIDES`` would run, composed by Hydra in this process."""
+    from hydra import compose, initialize_config_dir
+
+    from aio.appconfig import register_experiments
+
+    register_experiments()  # experiments/ as the `experiment` group, plugin config nodes, resolvers
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf"), job_name="test"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture()
+def fresh_registry(monkeypatch):
+    """A registry of its own for this test: plugins a test loads do not leak into others."""
+    from aio.registry import Registry
+
+    reg = Registry()
+    monkeypatch.setattr("aio.registry.registry", reg)
+    return reg
+
+
+@pytest.fixture()
+def compose_cfg():
+    """``compose_cfg("strategy=tv_rsi", ...)`` -> the composed DictConfig."""
+    return compose_config
+
+
+@pytest.fixture()
+def run_app(tmp_path, fresh_registry):
+    """``run_app(*overrides, run_dir=None)`` runs ``aio.pipeline.run`` in-process on the composed
+    config and returns the Run; the run folder defaults to ``tmp_path / "run"``."""
+    from aio.pipeline import run
+
+    def _run(*overrides: str, run_dir: Path | None = None):
+        cfg = compose_config(*overrides)
+        return run(cfg, run_dir or tmp_path / "run")
+
+    return _run

@@ -56,7 +56,7 @@ def rows(result) -> list[tuple]:
                     t["entry_signal"], t["exit_signal"]))
 
 
-CFG = BacktestConfig(initial_capital=1000.0, qty=1.0, use_spread=False, mintick=0.01)
+CFG = BacktestConfig.tradingview(initial_capital=1000.0, mintick=0.01)
 
 FIVE = [  # o, h, l, c
     (10.0, 11.0, 9.0, 10.0),
@@ -158,7 +158,7 @@ def test_stop_price_snaps_to_the_tick_grid_against_the_trader():
         OrderSlot("L", "entry", 1, "stop", flags(4, 0), price=prices(4, {0: 1.1339334})),
         OrderSlot("S", "entry", -1, "stop", flags(4, 1), price=prices(4, {1: 1.1327251})),
     ])
-    r = run_backtest(b, sig, BacktestConfig(qty=1.0, use_spread=False, mintick=1e-5))
+    r = run_backtest(b, sig, BacktestConfig.tradingview(mintick=1e-5))
     # buy stop 1.1339334 -> 1.13394 (first tick at or above); sell stop 1.1327251 -> 1.13272
     assert rows(r) == [("long", 1, 1.13394, 2, 1.13272, "L", "S"), ("short", 2, 1.13272, 3, 1.131, "S", "Open")]
 
@@ -247,7 +247,7 @@ def _round_trip(cfg, spread=None):
 
 
 def test_percent_commission_per_order():
-    cfg = BacktestConfig(initial_capital=1000.0, qty=1.0, commission_type="percent", commission=0.1,
+    cfg = BacktestConfig.tradingview(initial_capital=1000.0, commission_type="percent", commission=0.1,
                          use_spread=False, mintick=0.01)
     r = _round_trip(cfg)
     # 0.1% of 100 at entry + 0.1% of 110 at exit = 0.1 + 0.11
@@ -260,32 +260,35 @@ def test_percent_commission_per_order():
 
 def test_cash_commissions():
     base = dict(initial_capital=1000.0, qty=3.0, use_spread=False, mintick=0.01)
-    r = _round_trip(BacktestConfig(**base, commission_type="cash_per_order", commission=2.0))
+    r = _round_trip(BacktestConfig.tradingview(**base, commission_type="cash_per_order", commission=2.0))
     assert r.trades["commission"][0] == pytest.approx(4.0)  # 2 per order, two orders
-    r = _round_trip(BacktestConfig(**base, commission_type="cash_per_contract", commission=0.5))
+    r = _round_trip(BacktestConfig.tradingview(**base, commission_type="cash_per_contract", commission=0.5))
     assert r.trades["commission"][0] == pytest.approx(3.0)  # 0.5 x 3 units, two orders
     assert r.trades["pnl"][0] == pytest.approx(3 * 10.0 - 3.0)
 
 
 def test_slippage_ticks_and_spread():
-    r = _round_trip(BacktestConfig(qty=1.0, slippage_ticks=2, mintick=0.01, use_spread=False))
+    r = _round_trip(BacktestConfig.tradingview(slippage_ticks=2, mintick=0.01))
     # buy 2 ticks higher, sell 2 ticks lower
     assert (r.trades["entry_price"][0], r.trades["exit_price"][0]) == pytest.approx((100.02, 109.98))
     spread = [0.1, 0.04, 0.06, 0.1]  # full spread per bar; the fill bar's applies
-    r = _round_trip(BacktestConfig(qty=1.0, mintick=0.01, use_spread=True), spread=spread)
+    r = _round_trip(BacktestConfig.tradingview(mintick=0.01, use_spread=True), spread=spread)
     assert (r.trades["entry_price"][0], r.trades["exit_price"][0]) == pytest.approx((100.02, 109.97))
-    r = _round_trip(BacktestConfig(qty=1.0, mintick=0.01, use_spread=False), spread=spread)
+    r = _round_trip(BacktestConfig.tradingview(mintick=0.01), spread=spread)
     assert (r.trades["entry_price"][0], r.trades["exit_price"][0]) == pytest.approx((100.0, 110.0))
 
 
 def test_qty_types_and_sizer_sizes():
     # percent_of_equity: 50% of equity 1000 at the decision close 100 -> 5 units
-    r = _round_trip(BacktestConfig(initial_capital=1000.0, qty_type="percent_of_equity", qty=50.0,
+    r = _round_trip(BacktestConfig.tradingview(initial_capital=1000.0, qty_type="percent_of_equity", qty=50.0,
                                    use_spread=False))
     assert r.trades["qty"][0] == pytest.approx(5.0)
-    # cash: 250 at close 100 -> 2.5 units
-    r = _round_trip(BacktestConfig(initial_capital=1000.0, qty_type="cash", qty=250.0, use_spread=False))
+    # cash: 250 at close 100 -> 2.5 units, rounded down to the instrument's quantity step
+    r = _round_trip(BacktestConfig.tradingview(initial_capital=1000.0, qty_type="cash", qty=250.0,
+                                               instrument={"qty_step": 0.1, "qty_min": 0.1}))
     assert r.trades["qty"][0] == pytest.approx(2.5)
+    r = _round_trip(BacktestConfig.tradingview(initial_capital=1000.0, qty_type="cash", qty=250.0))
+    assert r.trades["qty"][0] == pytest.approx(2.0)  # EURUSD's step: 1 unit
     # Signals.size overrides, taken from the decision bar; its audit steps become columns
     b = bars(ROUND_TRIP)
     sig = Signals(orders=[OrderSlot("L", "entry", 1, "market", flags(4, 0)),
@@ -304,7 +307,8 @@ def test_writers(tmp_path):
                           OrderSlot("S", "entry", -1, "market", flags(5, 2))])
     r = run_backtest(b, sig, CFG)
     text = write_trades_csv(r, tmp_path / "trades.csv").read_text().splitlines()
-    assert text[0].startswith("id,side,entry_time,entry_price,exit_time,exit_price,qty,pnl,entry_signal,exit_signal")
+    assert text[0].startswith("id,side,entry_time,entry_price,exit_time,exit_price,qty,pnl,pnl_quote,entry_signal,exit_signal")
+    assert text[0].endswith(",synthetic")
     assert text[1].split(",")[2] == "2024-01-01T01:00:00Z"  # bar 1's open
     eq = pl.read_parquet(write_equity_parquet(r, b, tmp_path / "equity.parquet"))
     assert eq.columns[:4] == ["ts_init", "equity", "position", "drawdown"]
@@ -334,3 +338,21 @@ def test_intrabar_reversal_by_stop_entry_then_the_new_sides_bracket():
     # rising from 9.0 to 10.2 the short's stop at 10.0 closes it in the same bar.
     assert rows(run_backtest(b, sig, CFG)) == [("long", 1, 10.0, 2, 9.5, "L", "S"),
                                               ("short", 2, 9.5, 2, 10.0, "S", "Exit")]
+
+
+def test_backtest_yamls_are_the_dataclass_defaults():
+    """Each default in one place: default.yaml is BacktestConfig(), tradingview.yaml
+    (which inherits it) is BacktestConfig.tradingview()."""
+    from pathlib import Path
+
+    import yaml
+
+    from aio.config import build
+
+    conf = Path(__file__).resolve().parent.parent / "conf" / "backtest"
+    base = yaml.safe_load((conf / "default.yaml").read_text())
+    assert set(base) == {f for f in BacktestConfig.__dataclass_fields__}
+    assert build(BacktestConfig, base, "backtest") == BacktestConfig()
+    tv = yaml.safe_load((conf / "tradingview.yaml").read_text())
+    assert tv.pop("defaults") == ["default", "_self_"]
+    assert build(BacktestConfig, {**base, **tv}, "backtest") == BacktestConfig.tradingview()

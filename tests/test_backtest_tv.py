@@ -17,7 +17,7 @@ from aio.backtest.metrics import compute_metrics
 from aio.backtest.tradingview import compare_trades, load_tv_ohlcv, load_tv_trades
 
 # TradingView's strategy-tester defaults: 1 contract, no commission/slippage, no pyramiding
-TV = BacktestConfig(initial_capital=1_000_000.0, qty=1.0, use_spread=False, mintick=1e-5)
+TV = BacktestConfig.tradingview(mintick=1e-5)
 
 
 def crossover(a, b):

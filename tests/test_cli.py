@@ -1,4 +1,5 @@
-"""The Hydra app end to end, as a user runs it (subprocesses, real components)."""
+"""The Hydra app end to end: the CLI itself in subprocesses (Hydra's command line, exit
+codes, run folders), whole runs in-process through the ``run_app`` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,9 @@ def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
     assert f"{metrics['backtest']['trade_count']:,.0f}" in report or str(metrics["backtest"]["trade_count"]) in report
     assert json.loads((run_dir / "manifest.json").read_text())["synthetic"] is True
     trades = pl.read_csv(run_dir / "trades.csv")
-    assert trades.columns[:10] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
-                                   "pnl", "entry_signal", "exit_signal"]
+    assert trades.columns[:11] == ["id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty",
+                                   "pnl", "pnl_quote", "entry_signal", "exit_signal"]
+    assert set(trades["synthetic"].to_list()) == {True}
     assert metrics["backtest"]["trade_count"] == trades.height > 0
     # costs always: commission on every fill, and spread + slippage move fills off the mid
     assert (trades["commission"] > 0).all()
@@ -56,16 +58,16 @@ def test_experiment_on_synthetic_data_writes_every_artifact(tmp_path):
 
 
 @pytest.mark.slow
-def test_file_data_with_tradingview_strategy(tmp_path, tv_dir):
-    run_dir = tmp_path / "tv"
-    aio("data=file", f"data.path={tv_dir / 'ohlcv.csv'}", "data.timezone=US/Eastern", "strategy=tv_rsi",
-        "backtest=tradingview", f"hydra.run.dir={run_dir}")
-    trades = pl.read_csv(run_dir / "trades.csv")
+def test_file_data_with_tradingview_strategy(run_app, tv_dir):
+    r = run_app("data=file", f"data.path={tv_dir / 'ohlcv.csv'}", "data.timezone=US/Eastern", "strategy=tv_rsi",
+                "backtest=tradingview")
+    trades = pl.read_csv(r.run_dir / "trades.csv")
     tv = pl.read_csv(tv_dir / "rsi_trades.csv")
     assert trades.height == tv.height // 2
     assert trades["entry_time"][0].startswith("2022-01-04T00:00:00")  # 19:00 -05:00 in UTC
-    report = (run_dir / "report.html").read_text()
+    report = (r.run_dir / "report.html").read_text()
     assert "RSI Strategy on EURUSD 1h" in report and "SYNTHETIC" not in report
+    assert json.loads((r.run_dir / "manifest.json").read_text())["status"] == "ok"
 
 
 @pytest.mark.slow
@@ -106,12 +108,10 @@ def test_unknown_plugin_name_lists_known_plugins(tmp_path):
 
 
 @pytest.mark.slow
-def test_task_dataset_is_reused_by_a_rerun(tmp_path):
+def test_task_dataset_is_reused_by_a_rerun(run_app, tmp_path):
     args = ("task=dataset", "+experiment=eurusd_14d", "data=synthetic", "data.end=2024-03-07")
-    aio(*args, f"hydra.run.dir={tmp_path / 'a'}")
-    aio(*args, f"hydra.run.dir={tmp_path / 'b'}")
-    first = json.loads((tmp_path / "a" / "metrics.json").read_text())["dataset"]
-    second = json.loads((tmp_path / "b" / "metrics.json").read_text())["dataset"]
+    first = run_app(*args, run_dir=tmp_path / "a").metrics["dataset"]
+    second = run_app(*args, run_dir=tmp_path / "b").metrics["dataset"]
     assert first["reused"] is False and second["reused"] is True
     assert first["hash"] == second["hash"] and first["rows"] == second["rows"] > 0
     assert not (tmp_path / "b" / "trades.csv").exists()  # task=dataset stops after the dataset
@@ -142,3 +142,62 @@ def test_plugin_shipped_config_node_is_a_group_choice(tmp_path):
                env={"AIO_PLUGINS_DIR": str(folder)})
     assert "indicators computed" in proc.stderr and "columns=2" in proc.stderr
     assert "alias: alma_9" in (run_dir / "config.yaml").read_text()
+
+
+# -- failed runs and run folder names (issue 15, part 6) ------------------------------------
+
+
+def _only_run_dir(cwd: Path) -> Path:
+    runs = [p for p in (cwd / "outputs" / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_a_config_error_leaves_a_failed_manifest_in_a_named_folder(tmp_path):
+    proc = aio("backtest.qty=-1", cwd=tmp_path, check=False, env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2 and "backtest.qty=-1.0 is out of range" in proc.stderr
+    assert proc.stderr.count("out of range") == 1  # said once
+    run_dir = _only_run_dir(tmp_path)
+    assert run_dir.name.endswith("_sma_cross")  # the strategy names it (no experiment), never None
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["stage"] == "validate"
+    assert manifest["error"]["type"] == "ConfigError" and "backtest.qty" in manifest["error"]["message"]
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_experiment_names_the_run_folder(tmp_path):
+    aio("+experiment=eurusd_14d", "backtest.qty=-1", cwd=tmp_path, check=False, env={"PYTHONPATH": str(REPO)})
+    assert _only_run_dir(tmp_path).name.endswith("_eurusd_14d")
+
+
+def test_multirun_folders_are_named_and_shared_by_their_jobs(tmp_path):
+    """A sweep over strategies: one folder `<time>_strategy-sweep` holding job 0 (which fails
+    on the bad quantity, so the sweep stops there), never `<time>_None`."""
+    aio("-m", "strategy=tv_rsi,tv_macd", "backtest.qty=-1", cwd=tmp_path, check=False, env={"PYTHONPATH": str(REPO)})
+    sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
+    assert len(sweeps) == 1 and sweeps[0].name.endswith("_strategy-sweep"), sweeps
+    assert json.loads((sweeps[0] / "0" / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_run_name_is_never_none():
+    from aio.appconfig import run_name
+
+    assert run_name(None, None) == "run"
+    assert run_name("None", "sma_cross") == "sma_cross"
+    assert run_name("eurusd 14d/x", "sma_cross") == "eurusd-14d-x"
+    assert run_name(None, "tv_rsi", ["strategy=tv_rsi,tv_macd", "data=file"]) == "strategy-sweep"
+    assert run_name(None, "tv_rsi", ["strategy.params.fast=5,6"]) == "tv_rsi"
+
+
+@pytest.mark.slow
+def test_a_stage_that_fails_writes_status_failed_with_stage_and_error(run_app, monkeypatch, tmp_path, fresh_registry):
+    monkeypatch.setenv("AIO_PLUGINS_DIR", str(REPO / "tests" / "plugin_kinds"))
+    fresh_registry.ensure_discovered()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_app("task=fails_test", "data.end=2024-03-06", run_dir=tmp_path / "f")
+    manifest = json.loads((tmp_path / "f" / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["stage"] == "explode"
+    assert manifest["error"] == {"type": "RuntimeError", "message": "boom: injected failure after the bars",
+                                 "user_error": False}
+    assert set(manifest["timings_s"]) == {"ingest", "bars"}  # what finished before it
+    assert (tmp_path / "f" / "config.yaml").is_file() and not (tmp_path / "f" / "metrics.json").exists()

@@ -203,7 +203,7 @@ def test_bad_rows_are_reported_with_row_numbers_and_excluded(tmp_path):
         "2024-01-02T06:00:00Z,abc,1.12,1.09,1.11,5\n"  # row 7 non-numeric open
     )
     with capture_logs() as logs:
-        md = _load(_write(tmp_path, "bad.csv", text))
+        md = _load(_write(tmp_path, "bad.csv", text), max_bad_rows_pct=100)  # the limit has its own test
     bad = md.quality["bad_rows"]
     assert bad["count"] == 6
     assert [e["row"] for e in bad["examples"]] == [1, 2, 3, 4, 5, 7]
@@ -242,6 +242,7 @@ def test_column_mapping_spread_and_out_of_order_rows(tmp_path):
     md = _load(
         _write(tmp_path, "mt.csv", text),
         separator=";",
+        timezone="UTC",
         time_format="%d.%m.%Y %H:%M:%S",
         columns={"time": "Gmt time", "open": "O", "high": "H", "low": "L", "close": "C", "volume": "Vol", "spread": "Spr"},
         spread_unit="pips",

@@ -51,7 +51,9 @@ def direct_decode(root: Path, symbol: str, hours: range) -> pl.DataFrame:
 
 
 def files_under(root: Path) -> dict[str, Path]:
-    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+    """Cached content: every file except the per-day lock files (under .locks/)."""
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*"))
+            if p.is_file() and p.relative_to(root).parts[0] != ".locks"}
 
 
 def assert_same_tree(a: Path, b: Path) -> None:

@@ -38,9 +38,9 @@ def test_ranks_by_oos_objective_with_overrides(tmp_path):
     assert [r["job"] for r in rows] == ["1", "0", "2", "10"]
     assert rows[0]["override.strategy"] == "tv_macd" and rows[0]["score_source"] == "oos.sharpe"
     assert float(rows[0]["score"]) == 1.3
-    assert rows[-1]["status"] == "failed"
+    assert rows[-1]["status"] == "failed" and rows[-1]["rank"] == ""
     data = json.loads(paths["json"].read_text())
-    assert [j["rank"] for j in data["jobs"]] == [1, 2, 3, 4]
+    assert [j["rank"] for j in data["jobs"]] == [1, 2, 3, None]
     page = paths["html"].read_text()
     assert "tv_macd" in page and "SYNTHETIC" in page
 
@@ -56,6 +56,32 @@ def test_minimising_objective_and_fallback_metric(tmp_path):
     # an explicit metric ranks everyone on it
     rows = leaderboard.rank(leaderboard.collect(tmp_path, "backtest.net_profit"))
     assert [r["job"] for r in rows] == ["0", "1", "3", "2"]  # 500000, 200000, 9, 5
+
+
+def test_ranks_by_the_headline_links_reports_and_skips_failed_runs(tmp_path):
+    # job 0: the evaluator's headline (OOS sharpe 0.9) outranks job 1's stitched OOS block (0.5)
+    m0 = _opt(0.2)
+    m0["headline"] = {"sample": "out_of_sample", "metrics": {"sharpe": 0.9, "net_profit": -10980.71,
+                                                             "max_drawdown_pct": 11.4, "return_pct": -10.98},
+                      "warnings": ["too few trades (12) to judge"], "params": {"fast": 10}}
+    _job(tmp_path, 0, ["strategy=a"], m0)
+    _job(tmp_path, 1, ["strategy=b"], _opt(0.5))
+    _job(tmp_path, 2, ["strategy=c"], _opt(3.0))
+    (tmp_path / "2" / "manifest.json").write_text(json.dumps({"status": "failed", "error": "ConfigError: boom"}))
+    (tmp_path / "0" / "report.html").write_text("<html></html>")
+    paths = leaderboard.write(tmp_path)
+    jobs = json.loads(paths["json"].read_text())["jobs"]
+    assert [(j["job"], j["rank"]) for j in jobs] == [("0", 1), ("1", 2), ("2", None)]
+    assert jobs[0]["score"] == 0.9 and jobs[0]["warning_count"] == 1 and jobs[0]["sample"] == "out_of_sample"
+    assert jobs[2]["status"] == "failed" and jobs[2]["reason"] == "ConfigError: boom"
+    page = paths["html"].read_text()
+    assert "<a href='0/report.html'>0</a>" in page
+    # one number format: thousands separators, a real minus, percents as percents, never 1e+04
+    assert "−10,980.71" in page and "11.40 %" in page and "e+" not in page
+    assert "<script src='plotly.min.js'>" in page and (tmp_path / "plotly.min.js").is_file()
+    assert "class='sortable'" in page
+    failed = page[page.index("Failed jobs"):]
+    assert "ConfigError: boom" in failed
 
 
 def test_hydra_callback_and_cli(tmp_path, capsys):

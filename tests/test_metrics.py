@@ -118,6 +118,7 @@ def test_compute_metrics_on_a_result():
     assert m["sqn"] == pytest.approx(3 / math.sqrt(29))
     # the equity table's drawdown agrees with the metric
     assert res.equity["drawdown"].to_list() == pytest.approx([0.0, -11.0, -11.0, 0.0, -11.0])
-    assert set(m) >= {"cagr", "sharpe", "sortino", "calmar", "win_rate", "profit_factor", "expectancy",
-                      "avg_win", "avg_loss", "var_95", "cvar_95", "max_drawdown_duration_bars",
-                      "max_drawdown_duration_seconds", "return_pct", "max_drawdown"}
+    assert set(m) >= {"cagr_pct", "sharpe", "sortino", "calmar", "win_rate_pct", "profit_factor", "expectancy",
+                      "avg_win", "avg_loss", "var_95_pct", "cvar_95_pct", "max_drawdown_duration_bars",
+                      "max_drawdown_duration_days", "return_pct", "max_drawdown", "sharpe_ci_low", "sharpe_ci_high",
+                      "psr", "warnings", "undefined", "ruin"}

@@ -51,7 +51,9 @@ def make_ctx(frame: pl.DataFrame, strategy: str = "sma_cross", sizer=None, **opt
     spec = load_builtin(strategy)
     space = search_space(spec, cfg.params, cfg.space)
     bt = BacktestConfig(initial_capital=100_000.0, qty=10_000.0, commission=0.002, slippage_ticks=1)
-    return Context(frame=frame, spec=spec, bt=bt, sizer=sizer, predictions={}, objectives=resolve_objectives(cfg),
+    from aio.backtest.evaluator import Evaluator
+
+    return Context(ev=Evaluator(frame, bt, sizer=sizer), spec=spec, objectives=resolve_objectives(cfg),
                    cfg=cfg, space=space, fixed={k: v for k, v in spec.params.items() if k not in space})
 
 
@@ -79,7 +81,7 @@ def test_walk_forward_study_oos_matches_an_independent_backtest(tmp_path):
         # OOS objective recomputed here: rules on all bars, cut to the OOS window, simulated.
         sig = signals(ctx.spec, arrays, p)
         w = fr.fold.oos
-        from aio.optimize.signals_ops import slice_signals
+        from aio.backtest.signals import slice_signals
 
         sub = frame.slice(w.start, len(w))
         bars = Bars(frame=sub, symbol="", timeframe="1m")
@@ -209,16 +211,16 @@ def test_shared_indicator_cache_never_serves_a_stale_series():
 def test_trial_metrics_equal_the_full_metrics():
     from aio.backtest import run_backtest
     from aio.backtest.metrics import compute_metrics
-    from aio.optimize.fastmetrics import FAST, metrics_for
+    from aio.backtest.metrics import METRICS
 
     frame = synthetic_bars(1500)
     ctx = make_ctx(frame, space=SMALL)
     sig = ctx.signals({"fast": 5, "slow": 30})
     res = run_backtest(frame, sig, ctx.bt)
     full = compute_metrics(res)
-    fast = metrics_for(res, list(FAST))
+    fast = compute_metrics(res, keys=list(METRICS))
     assert full["trade_count"] > 5
-    for k in FAST:
+    for k in METRICS:
         assert fast[k] == pytest.approx(full[k], nan_ok=True), k
     # the trial path (cached bar arrays, sliced window) gives the same numbers as a plain run
     w = Window(200, 1200)

@@ -197,10 +197,11 @@ def test_bad_vectors_are_refused(lib: PatternLibrary, data: pa.Table):
     with pytest.raises(DataError, match="row 2 has NaN"):
         lib.add_patterns(bad)
     lib.add_patterns(data.slice(0, 4))
-    with pytest.raises(DataError, match="embeddings have 8 values but the patterns table stores 16"):
-        lib.add_patterns(make_table(4, dim=8))
-    with pytest.raises(DataError, match="query embedding has 3 values"):
-        lib.search([1.0, 0.0, 0.0])
+    # Another width is another embedding space: its own table (tests/test_store_concurrency.py).
+    lib.add_patterns(make_table(4, dim=8))
+    assert lib.count_patterns() == 8 and lib.dim is None
+    with pytest.raises(DataError, match=r"query embedding has 3 values; the patterns of m1 have \[8, 16\]"):
+        lib.search([1.0, 0.0, 0.0], filters={"model_id": "m1"})
 
 
 # -- exact search ---------------------------------------------------------------------------

@@ -1,18 +1,28 @@
-"""The compiled bar loop: TradingView's broker emulator on OHLC bars.
+"""The broker: TradingView's broker emulator on OHLC bars, one bar per ``step``.
 
-One call walks the bars once. Per bar ``t``:
+Its state is explicit (lots, pending orders, cash, the instrument's tick and contract
+size, the account's conversion rate and margin), so the same compiled ``step`` serves
+the batch backtest (:func:`simulate`, a loop over ``step``) and the live engine
+(:class:`aio.backtest.broker.Broker`, one ``step`` per closed bar).
+
+``step`` applies bar ``t``:
 
 1. at the open, pending market orders (decided at close ``t-1``) fill at ``open[t]``;
 2. pending stop/limit orders and the position's brackets are checked along the
    assumed intrabar path open -> high -> low -> close (or open -> low -> high -> close
    when the low is nearer the open; a tie goes to the low first), the order whose
    price is reached first filling first, gaps filling at the price where the path is;
-3. at the close, the signals of bar ``t`` place, re-price or cancel orders (and with
+3. margin: with ``margin_long``/``margin_short`` set, when the equity at the bar's
+   adverse extreme is below the required margin, four times the shortfall's units are
+   liquidated at that extreme (TradingView's margin call);
+4. at the close, the decisions of bar ``t`` place, re-price or cancel orders (with
    ``on_close`` market orders fill at ``close[t]`` right away);
-4. equity is marked at ``close[t]``.
+5. equity is marked at ``close[t]``; equity <= 0 is ruin: everything is closed at the
+   close and the broker stops trading.
 
-Everything is plain arrays so numba can compile it once (``cache=True``); the
-Python wrapper in :mod:`aio.backtest.simulator` packs and unpacks them.
+Money: prices and gross P&L are in the quote currency (price difference x qty x
+contract size); every booked amount is converted to account currency at the rate of
+the moment it is booked (see :mod:`aio.instruments`).
 """
 
 from __future__ import annotations
@@ -26,36 +36,57 @@ ENTRY, CLOSE = 0, 1
 COMM_PERCENT, COMM_PER_ORDER, COMM_PER_CONTRACT = 0, 1, 2
 
 # exit signal codes below 0 (>= 0 is the order slot index)
-EXIT_STOP, EXIT_TAKE, EXIT_OPEN = -1, -2, -3
+EXIT_STOP, EXIT_TAKE, EXIT_OPEN, EXIT_MARGIN, EXIT_RUIN = -1, -2, -3, -4, -5
 
 # trade buffer columns
-T_SIDE, T_EBAR, T_XBAR, T_EPX, T_XPX, T_QTY, T_PNL, T_COMM, T_ESIG, T_XSIG, T_DEC = range(11)
-T_NCOL = 11
+(T_SIDE, T_EBAR, T_XBAR, T_EPX, T_XPX, T_QTY, T_PNL, T_COMM, T_ESIG, T_XSIG, T_DEC,
+ T_PNLQ, T_ECOMM) = range(13)
+T_NCOL = 13
 
 # lot columns: one lot per filled entry (several only with pyramiding)
-L_QTY, L_PX, L_BAR, L_SIG, L_COMM, L_SL, L_TP, L_DEC = range(8)
-L_NCOL = 8
+L_QTY, L_PX, L_BAR, L_SIG, L_COMM, L_SL, L_TP, L_DEC, L_COMMQ = range(9)
+L_NCOL = 9
 
-# integer state: number of lots, position side, number of trades, trades that did not fit
-S_NLOTS, S_SIDE, S_NTR, S_OVERFLOW = 0, 1, 2, 3
+# integer state
+S_NLOTS, S_SIDE, S_NTR, S_OVERFLOW, S_RUINED, S_RUIN_BAR, S_MARGIN_CALLS = range(7)
+S_N = 7
+# float state: cash (account currency), commissions charged (account currency)
+ST_CASH, ST_COMM = 0, 1
+ST_N = 2
+
+# float config
+CF_CRATE, CF_SLIP, CF_INVTICK, CF_CONTRACT, CF_MLONG, CF_MSHORT, CF_QSTEP, CF_QMIN, CF_QTY = range(9)
+CF_N = 9
+# int config
+CI_CMODE, CI_MAXLOTS, CI_ONCLOSE, CI_QTYMODE, CI_HASBR = range(5)
+CI_N = 5
+
+# per-bar input row
+(B_O, B_H, B_L, B_C, B_HS, B_RO, B_RC, B_SLL, B_TPL, B_SLS, B_TPS, B_SD, B_TD, B_SIZE) = range(14)
+B_N = 14
+
+# pending-order state columns (float): price, qty, decision bar, stop distance, take distance
+P_PX, P_QTY, P_DEC, P_SD, P_TD = range(5)
+P_N = 5
 
 
 @njit(cache=True)
-def _commission(mode, rate, qty, px):
+def _commission(mode, rate, qty, px, contract, conv):
+    """Commission in account currency: percent of the order value (converted), or cash
+    per order / per contract booked verbatim in account currency (as TradingView does)."""
     if rate == 0.0:
         return 0.0
     if mode == COMM_PERCENT:
-        return qty * px * rate * 0.01
+        return qty * px * contract * rate * 0.01 * conv
     if mode == COMM_PER_ORDER:
         return rate
     return qty * rate
 
 
 @njit(cache=True)
-def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig, dec):
-    # ``tr`` is sized by the caller (one row per possible entry fill) and never
-    # reallocated here: reassigning an array inside the bar loop makes numba
-    # reference-count it on every iteration, which cost more than the simulation.
+def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig, dec, pnlq, ecomm):
+    # ``tr`` is sized by the caller and never reallocated here: reassigning an array
+    # inside the bar loop makes numba reference-count it on every iteration.
     n = ist[S_NTR]
     if n >= tr.shape[0]:
         ist[S_OVERFLOW] += 1
@@ -71,63 +102,76 @@ def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig,
     tr[n, T_ESIG] = esig
     tr[n, T_XSIG] = xsig
     tr[n, T_DEC] = dec
+    tr[n, T_PNLQ] = pnlq
+    tr[n, T_ECOMM] = ecomm
     ist[S_NTR] = n + 1
 
 
 @njit(cache=True)
-def _close_lot(lots, j, ist, st, tr, px, bar, xsig, exit_comm):
+def _close_part(lots, j, q, ist, st, tr, px, bar, xsig, exit_comm, conv, contract):
+    """Close ``q`` units of lot ``j`` at ``px``: book the gross at ``conv``, record a trade."""
     side = ist[S_SIDE]
-    q = lots[j, L_QTY]
-    gross = side * q * (px - lots[j, L_PX])
-    comm = lots[j, L_COMM] + exit_comm
+    lq = lots[j, L_QTY]
+    frac = q / lq if lq > 0 else 1.0
+    gross_q = side * q * (px - lots[j, L_PX]) * contract
+    gross = gross_q * conv
+    ecomm = lots[j, L_COMM] * frac
+    ecommq = lots[j, L_COMMQ] * frac
+    comm = ecomm + exit_comm
     # the entry commission left the cash at entry; the exit's leaves it now
-    st[0] += gross - exit_comm
+    st[ST_CASH] += gross - exit_comm
+    st[ST_COMM] += exit_comm
+    xcq = exit_comm / conv if conv > 0 else 0.0
     _push_trade(tr, ist, side, lots[j, L_BAR], bar, lots[j, L_PX], px, q, gross - comm, comm,
-                     lots[j, L_SIG], xsig, lots[j, L_DEC])
-    nl = ist[S_NLOTS]
-    for i in range(j, nl - 1):
-        lots[i, :] = lots[i + 1, :]
-    ist[S_NLOTS] = nl - 1
-    if nl - 1 == 0:
-        ist[S_SIDE] = 0
+                lots[j, L_SIG], xsig, lots[j, L_DEC], gross_q - ecommq - xcq, ecomm)
+    if q >= lq:
+        nl = ist[S_NLOTS]
+        for i in range(j, nl - 1):
+            lots[i, :] = lots[i + 1, :]
+        ist[S_NLOTS] = nl - 1
+        if nl - 1 == 0:
+            ist[S_SIDE] = 0
+    else:
+        lots[j, L_QTY] = lq - q
+        lots[j, L_COMM] -= ecomm
+        lots[j, L_COMMQ] -= ecommq
 
 
 @njit(cache=True)
-def _close_all(lots, ist, st, tr, px, bar, xsig, cmode, crate):
+def _close_all(lots, ist, st, tr, px, bar, xsig, cf, ci, conv):
     """Close every lot with one order (a per-order commission is shared by quantity)."""
     total = 0.0
     for j in range(ist[S_NLOTS]):
         total += lots[j, L_QTY]
-    order_comm = _commission(cmode, crate, total, px)
+    cmode = ci[CI_CMODE]
+    order_comm = _commission(cmode, cf[CF_CRATE], total, px, cf[CF_CONTRACT], conv)
     while ist[S_NLOTS] > 0:
         q = lots[0, L_QTY]
         if cmode == COMM_PER_ORDER:
             xc = order_comm * q / total if total > 0 else 0.0
         else:
-            xc = _commission(cmode, crate, q, px)
-        _close_lot(lots, 0, ist, st, tr, px, bar, xsig, xc)
+            xc = _commission(cmode, cf[CF_CRATE], q, px, cf[CF_CONTRACT], conv)
+        _close_part(lots, 0, q, ist, st, tr, px, bar, xsig, xc, conv, cf[CF_CONTRACT])
 
 
 @njit(cache=True)
-def _open_lot(lots, ist, st, side, qty, px, bar, sig, dec, cmode, crate, stop_dist, take_dist):
-    c = _commission(cmode, crate, qty, px)
-    st[0] -= c
+def _open_lot(lots, ist, st, side, qty, px, bar, sig, dec, sd, td, cf, ci, conv):
+    c = _commission(ci[CI_CMODE], cf[CF_CRATE], qty, px, cf[CF_CONTRACT], conv)
+    st[ST_CASH] -= c
+    st[ST_COMM] += c
     j = ist[S_NLOTS]
     lots[j, L_QTY] = qty
     lots[j, L_PX] = px
     lots[j, L_BAR] = bar
     lots[j, L_SIG] = sig
     lots[j, L_COMM] = c
+    lots[j, L_COMMQ] = c / conv if conv > 0 else 0.0
     lots[j, L_SL] = np.nan
     lots[j, L_TP] = np.nan
-    if stop_dist.shape[0] > 0:
-        d = stop_dist[dec]
-        if d == d and d > 0:
-            lots[j, L_SL] = px - side * d
-    if take_dist.shape[0] > 0:
-        d = take_dist[dec]
-        if d == d and d > 0:
-            lots[j, L_TP] = px + side * d
+    if sd == sd and sd > 0:
+        lots[j, L_SL] = px - side * sd
+    if td == td and td > 0:
+        lots[j, L_TP] = px + side * td
     lots[j, L_DEC] = dec
     ist[S_NLOTS] = j + 1
     ist[S_SIDE] = side
@@ -173,26 +217,27 @@ def _trigger(up, level, cur, end):
 
 
 @njit(cache=True)
-def _fill_slot(k, raw, t, is_limit, action, direction, oca, pend, pend_qty, pend_dec,
-               lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist):
+def _fill_slot(k, raw, t, is_limit, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, conv):
     """Execute order slot ``k`` at raw price ``raw``; returns whether it filled."""
     d = direction[k]
     side = ist[S_SIDE]
+    slip = cf[CF_SLIP]
     if action[k] == ENTRY:
-        if side == d and ist[S_NLOTS] >= max_lots:
+        if side == d and ist[S_NLOTS] >= ci[CI_MAXLOTS]:
             return False  # pyramiding limit: the entry is ignored
         cost = hs + (0.0 if is_limit else slip)
         px = raw + cost if d > 0 else raw - cost
         if side == -d:
             # strategy.entry against the position: close it, then open the new side
-            _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
-        _open_lot(lots, ist, st, d, pend_qty[k], px, t, k, pend_dec[k], cmode, crate, stop_dist, take_dist)
+            _close_all(lots, ist, st, tr, px, t, k, cf, ci, conv)
+        _open_lot(lots, ist, st, d, pf[k, P_QTY], px, t, k, int(pf[k, P_DEC]), pf[k, P_SD], pf[k, P_TD],
+                  cf, ci, conv)
     else:
         if side == 0 or (d != 0 and d != side):
             return False
         cost = hs + (0.0 if is_limit else slip)
         px = raw - cost if side > 0 else raw + cost
-        _close_all(lots, ist, st, tr, px, t, k, cmode, crate)
+        _close_all(lots, ist, st, tr, px, t, k, cf, ci, conv)
     pend[k] = False
     g = oca[k]
     if g >= 0:
@@ -203,176 +248,305 @@ def _fill_slot(k, raw, t, is_limit, action, direction, oca, pend, pend_qty, pend
 
 
 @njit(cache=True)
-def simulate(
-    tr, o, h, l, c, half_spread,
-    when, price, action, direction, otype, cancel_false, oca,
-    size, qty_mode, qty,
-    cmode, crate, slip, inv_tick, max_lots, on_close, initial_capital,
-    sl_long, tp_long, sl_short, tp_short, stop_dist, take_dist,
-):
+def _margin_call(t, bar, lots, ist, st, tr, cf, ci):
+    """TradingView's margin call at the bar's adverse extreme; returns whether one happened."""
+    side = ist[S_SIDE]
+    if side == 0:
+        return False
+    m = cf[CF_MLONG] if side > 0 else cf[CF_MSHORT]
+    if not m > 0:
+        return False
+    pa = bar[B_L] if side > 0 else bar[B_H]
+    conv = bar[B_RO]
+    contract = cf[CF_CONTRACT]
+    pos = 0.0
+    unreal = 0.0
+    for j in range(ist[S_NLOTS]):
+        pos += lots[j, L_QTY]
+        unreal += side * lots[j, L_QTY] * (pa - lots[j, L_PX]) * contract
+    eq = st[ST_CASH] + unreal * conv
+    unit_margin = pa * contract * conv * m
+    if eq >= pos * unit_margin:
+        return False
+    short = pos - eq / unit_margin if unit_margin > 0 else pos
+    x = 4.0 * short  # TradingView liquidates four times the shortfall
+    step = cf[CF_QSTEP]
+    x = np.ceil(x / step - 1e-9) * step
+    if x > pos or eq <= 0:
+        x = pos
+    ist[S_MARGIN_CALLS] += 1
+    hs = bar[B_HS]
+    px = pa - hs if side > 0 else pa + hs
+    while x > 1e-12 and ist[S_NLOTS] > 0:
+        q = min(x, lots[0, L_QTY])
+        xc = _commission(ci[CI_CMODE], cf[CF_CRATE], q, px, contract, conv)
+        _close_part(lots, 0, q, ist, st, tr, px, t, EXIT_MARGIN, xc, conv, contract)
+        x -= q
+    return True
+
+
+@njit(cache=True)
+def step(t, bar, when_t, price_t, cf, ci, action, direction, otype, cancel_false, oca,
+         lots, ist, st, pend, pf, tr):
+    """Apply bar ``t`` (``bar``: one B_* row) and the decisions made at its close.
+
+    ``when_t``/``price_t``: per order slot, whether this close places the order and
+    at which trigger price. The body is :func:`_step`, which the batch loop inlines.
+    """
+    return _step(t, bar, when_t.reshape(1, -1), price_t.reshape(1, -1), 0, cf, ci, action, direction, otype,
+                 cancel_false, oca, lots, ist, st, pend, pf, tr)
+
+
+@njit(cache=True, inline="always")
+def _step(t, bar, when, price, row, cf, ci, action, direction, otype, cancel_false, oca,
+          lots, ist, st, pend, pf, tr):
+    """One bar (see :func:`step`); ``when[row]``/``price[row]`` are this close's decisions.
+
+    ``bar[B_SIZE]`` the sizer's units (nan: the configured
+    quantity); ``bar[B_SLL..B_TPS]`` the bracket levels decided at the previous close;
+    ``bar[B_SD]``/``bar[B_TD]`` the stop/take distances decided at this close (kept
+    with the orders this close places). Returns (equity, signed position) at the close.
+    """
+    K = action.shape[0]
+    o, h, l, c = bar[B_O], bar[B_H], bar[B_L], bar[B_C]
+    hs = bar[B_HS]
+    if hs != hs:
+        hs = 0.0
+    ro, rc = bar[B_RO], bar[B_RC]
+    contract = cf[CF_CONTRACT]
+    inv_tick = cf[CF_INVTICK]
+    max_lots = ci[CI_MAXLOTS]
+    if ist[S_RUINED]:
+        return st[ST_CASH], 0.0
+
+    # 1. market orders decided at the previous close fill at this open, in slot order
+    for k in range(K):
+        if pend[k] and otype[k] == MARKET:
+            _fill_slot(k, o, t, False, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, ro)
+            pend[k] = False
+
+    # 2. stop/limit orders and brackets along the intrabar path (skipped when nothing
+    #    could fire: the common case of market-only strategies)
+    live = ist[S_NLOTS] > 0 and ci[CI_HASBR] != 0
+    if not live:
+        for k in range(K):
+            if pend[k] and otype[k] != MARKET:
+                live = True
+                break
+    high_first = abs(h - o) < abs(l - o)
+    p1 = h if high_first else l
+    p2 = l if high_first else h
+    cur = o
+    seg = 0
+    fills = 0
+    max_fills = 4 * (K + max_lots) + 8
+    while live and seg < 3 and fills < max_fills:
+        end = p1 if seg == 0 else (p2 if seg == 1 else c)
+        best = -1.0
+        best_px = np.nan
+        best_kind = 0  # 1 lot stop, 2 lot take, 3 slot
+        best_idx = -1
+        side = ist[S_SIDE]
+        if side != 0:
+            for j in range(ist[S_NLOTS]):
+                slv = lots[j, L_SL]
+                tpv = lots[j, L_TP]
+                if slv != slv:
+                    slv = bar[B_SLL] if side > 0 else bar[B_SLS]
+                if tpv != tpv:
+                    tpv = bar[B_TPL] if side > 0 else bar[B_TPS]
+                # long: stop sells when price <= level, take when >= level
+                dist, px = _trigger(side < 0, _on_grid(slv, side < 0, inv_tick), cur, end)
+                if dist >= 0 and (best < 0 or dist < best):
+                    best, best_px, best_kind, best_idx = dist, px, 1, j
+                dist, px = _trigger(side > 0, _on_grid(tpv, side > 0, inv_tick), cur, end)
+                if dist >= 0 and (best < 0 or dist < best):
+                    best, best_px, best_kind, best_idx = dist, px, 2, j
+        for k in range(K):
+            if not pend[k] or otype[k] == MARKET:
+                continue
+            d = direction[k]
+            if action[k] == ENTRY:
+                if side == d and ist[S_NLOTS] >= max_lots:
+                    continue
+                buy = d > 0
+            else:
+                if side == 0 or (d != 0 and d != side):
+                    continue
+                buy = side < 0
+            # buy stop and sell limit fire on the way up
+            up = buy if otype[k] == STOP else (not buy)
+            dist, px = _trigger(up, _on_grid(pf[k, P_PX], up, inv_tick), cur, end)
+            if dist >= 0 and (best < 0 or dist < best):
+                best, best_px, best_kind, best_idx = dist, px, 3, k
+        if best < 0:
+            cur = end
+            seg += 1
+            continue
+        fills += 1
+        cur = best_px
+        if best_kind == 3:
+            _fill_slot(best_idx, best_px, t, otype[best_idx] == LIMIT, action, direction, oca, pend, pf,
+                       lots, ist, st, tr, cf, ci, hs, ro)
+        else:
+            side = ist[S_SIDE]
+            is_limit = best_kind == 2
+            cost = hs + (0.0 if is_limit else cf[CF_SLIP])
+            px = best_px - cost if side > 0 else best_px + cost
+            q = lots[best_idx, L_QTY]
+            xc = _commission(ci[CI_CMODE], cf[CF_CRATE], q, px, contract, ro)
+            _close_part(lots, best_idx, q, ist, st, tr, px, t, EXIT_STOP if best_kind == 1 else EXIT_TAKE, xc,
+                        ro, contract)
+
+    # 3. margin call at the adverse extreme
+    if cf[CF_MLONG] > 0 or cf[CF_MSHORT] > 0:
+        _margin_call(t, bar, lots, ist, st, tr, cf, ci)
+
+    # 4. the close: this bar's decisions place, re-price or cancel orders
+    unreal = 0.0
+    for j in range(ist[S_NLOTS]):
+        unreal += ist[S_SIDE] * lots[j, L_QTY] * (c - lots[j, L_PX]) * contract
+    eq_close = st[ST_CASH] + unreal * rc
+    size_t = bar[B_SIZE]
+    for k in range(K):
+        if when[row, k]:
+            d = direction[k]
+            if action[k] == ENTRY:
+                if ist[S_SIDE] == d and ist[S_NLOTS] >= max_lots:
+                    continue  # TradingView does not place an entry beyond the pyramiding limit
+                if otype[k] != MARKET and price[row, k] != price[row, k]:
+                    continue
+                q = abs(size_t)
+                if q != q:
+                    qm = ci[CI_QTYMODE]
+                    if qm == 0:
+                        q = cf[CF_QTY]
+                    elif qm == 1:  # percent of equity: an account-currency budget in units
+                        q = eq_close * cf[CF_QTY] * 0.01 / (c * contract * rc)
+                    else:  # cash: an account-currency amount in units
+                        q = cf[CF_QTY] / (c * contract * rc)
+                qs = cf[CF_QSTEP]
+                q = np.floor(q / qs + 1e-9) * qs
+                if not (q > 0) or q < cf[CF_QMIN]:
+                    continue
+                pf[k, P_QTY] = q
+                pf[k, P_SD] = bar[B_SD]
+                pf[k, P_TD] = bar[B_TD]
+            else:
+                if otype[k] == MARKET and (ist[S_SIDE] == 0 or (d != 0 and d != ist[S_SIDE])):
+                    continue
+            pend[k] = True
+            pf[k, P_PX] = price[row, k] if otype[k] != MARKET else np.nan
+            pf[k, P_DEC] = t
+        elif cancel_false[k]:
+            pend[k] = False
+    if ci[CI_ONCLOSE] != 0:
+        for k in range(K):
+            if pend[k] and otype[k] == MARKET:
+                _fill_slot(k, c, t, False, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, rc)
+                pend[k] = False
+
+    # 5. mark to market at the close; ruin ends trading
+    unreal = 0.0
+    pos = 0.0
+    for j in range(ist[S_NLOTS]):
+        unreal += ist[S_SIDE] * lots[j, L_QTY] * (c - lots[j, L_PX]) * contract
+        pos += ist[S_SIDE] * lots[j, L_QTY]
+    eq = st[ST_CASH] + unreal * rc
+    if eq <= 0.0:
+        if ist[S_NLOTS] > 0:
+            _close_all(lots, ist, st, tr, c, t, EXIT_RUIN, cf, ci, rc)
+        for k in range(K):
+            pend[k] = False
+        ist[S_RUINED] = 1
+        ist[S_RUIN_BAR] = t
+        return st[ST_CASH], 0.0
+    return eq, pos
+
+
+@njit(cache=True)
+def finish(t, close, rate, cf, ci, lots, ist, st, tr):
+    """Close what is open at the last close (TradingView lists it as "Open"); the cash."""
+    if ist[S_NLOTS] > 0:
+        _close_all(lots, ist, st, tr, close, t, EXIT_OPEN, cf, ci, rate)
+    return st[ST_CASH]
+
+
+@njit(cache=True)
+def simulate(tr, o, h, l, c, half_spread, rate_o, rate_c, when, price, action, direction, otype,
+             cancel_false, oca, size, sl_long, tp_long, sl_short, tp_short, stop_dist, take_dist,
+             cf, ci, initial_capital):
+    """The batch backtest: a loop over :func:`step` (``when``/``price`` are bars x slots)."""
     n = o.shape[0]
     K = action.shape[0]
     equity = np.empty(n)
     position = np.empty(n)
-    lots = np.empty((max_lots, L_NCOL))
-    ist = np.zeros(4, dtype=np.int64)
-    st = np.zeros(1)
-    st[0] = initial_capital
+    lots = np.empty((max(1, ci[CI_MAXLOTS]), L_NCOL))
+    ist = np.zeros(S_N, dtype=np.int64)
+    ist[S_RUIN_BAR] = -1
+    st = np.zeros(ST_N)
+    st[ST_CASH] = initial_capital
     pend = np.zeros(K, dtype=np.bool_)
-    pend_px = np.full(K, np.nan)
-    pend_qty = np.zeros(K)
-    pend_dec = np.zeros(K, dtype=np.int64)
-    has_sl_long = sl_long.shape[0] > 0
-    has_tp_long = tp_long.shape[0] > 0
-    has_sl_short = sl_short.shape[0] > 0
-    has_tp_short = tp_short.shape[0] > 0
+    pf = np.full((K, P_N), np.nan)
+    bar = np.full(B_N, np.nan)
+    has_hs = half_spread.shape[0] > 0
+    has_rate = rate_o.shape[0] > 0
     has_size = size.shape[0] > 0
-    has_brackets = (has_sl_long or has_tp_long or has_sl_short or has_tp_short
-                    or stop_dist.shape[0] > 0 or take_dist.shape[0] > 0)
-    max_fills = 4 * (K + max_lots) + 8
-
+    has_sll, has_tpl = sl_long.shape[0] > 0, tp_long.shape[0] > 0
+    has_sls, has_tps = sl_short.shape[0] > 0, tp_short.shape[0] > 0
+    has_sd, has_td = stop_dist.shape[0] > 0, take_dist.shape[0] > 0
+    bar[B_RO] = 1.0
+    bar[B_RC] = 1.0
+    bar[B_HS] = 0.0
+    contract = cf[CF_CONTRACT]
+    quiet_static = not (cf[CF_MLONG] > 0 or cf[CF_MSHORT] > 0)
     for t in range(n):
-        hs = half_spread[t] if half_spread.shape[0] > 0 else 0.0
-        if hs != hs:
-            hs = 0.0
-
-        # 1. market orders decided at the previous close fill at this open, in slot order
-        for k in range(K):
-            if pend[k] and otype[k] == MARKET:
-                _fill_slot(k, o[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
-                                   lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist)
-                pend[k] = False
-
-        # 2. stop/limit orders and brackets along the intrabar path (skipped when
-        #    nothing could fire: the common case of market-only strategies)
-        live = ist[S_NLOTS] > 0 and has_brackets
-        if not live:
-            for k in range(K):
-                if pend[k] and otype[k] != MARKET:
-                    live = True
-                    break
-        high_first = abs(h[t] - o[t]) < abs(l[t] - o[t])
-        p1 = h[t] if high_first else l[t]
-        p2 = l[t] if high_first else h[t]
-        cur = o[t]
-        seg = 0
-        fills = 0
-        while live and seg < 3 and fills < max_fills:
-            end = p1 if seg == 0 else (p2 if seg == 1 else c[t])
-            best = -1.0
-            best_px = np.nan
-            best_kind = 0  # 1 lot stop, 2 lot take, 3 slot
-            best_idx = -1
-            side = ist[S_SIDE]
-            if side != 0:
-                for j in range(ist[S_NLOTS]):
-                    slv = lots[j, L_SL]
-                    tpv = lots[j, L_TP]
-                    if t > 0:
-                        if slv != slv:
-                            if side > 0 and has_sl_long:
-                                slv = sl_long[t - 1]
-                            elif side < 0 and has_sl_short:
-                                slv = sl_short[t - 1]
-                        if tpv != tpv:
-                            if side > 0 and has_tp_long:
-                                tpv = tp_long[t - 1]
-                            elif side < 0 and has_tp_short:
-                                tpv = tp_short[t - 1]
-                    # long: stop sells when price <= level, take when >= level
-                    dist, px = _trigger(side < 0, _on_grid(slv, side < 0, inv_tick), cur, end)
-                    if dist >= 0 and (best < 0 or dist < best):
-                        best, best_px, best_kind, best_idx = dist, px, 1, j
-                    dist, px = _trigger(side > 0, _on_grid(tpv, side > 0, inv_tick), cur, end)
-                    if dist >= 0 and (best < 0 or dist < best):
-                        best, best_px, best_kind, best_idx = dist, px, 2, j
-            for k in range(K):
-                if not pend[k] or otype[k] == MARKET:
-                    continue
-                d = direction[k]
-                if action[k] == ENTRY:
-                    if side == d and ist[S_NLOTS] >= max_lots:
-                        continue
-                    buy = d > 0
-                else:
-                    if side == 0 or (d != 0 and d != side):
-                        continue
-                    buy = side < 0
-                # buy stop and sell limit fire on the way up
-                up = buy if otype[k] == STOP else (not buy)
-                dist, px = _trigger(up, _on_grid(pend_px[k], up, inv_tick), cur, end)
-                if dist >= 0 and (best < 0 or dist < best):
-                    best, best_px, best_kind, best_idx = dist, px, 3, k
-            if best < 0:
-                cur = end
-                seg += 1
+        bar[B_O] = o[t]
+        bar[B_H] = h[t]
+        bar[B_L] = l[t]
+        bar[B_C] = c[t]
+        if has_hs:
+            bar[B_HS] = half_spread[t]
+        if has_rate:
+            bar[B_RO] = rate_o[t]
+            bar[B_RC] = rate_c[t]
+        if t > 0:
+            if has_sll:
+                bar[B_SLL] = sl_long[t - 1]
+            if has_tpl:
+                bar[B_TPL] = tp_long[t - 1]
+            if has_sls:
+                bar[B_SLS] = sl_short[t - 1]
+            if has_tps:
+                bar[B_TPS] = tp_short[t - 1]
+        if has_sd:
+            bar[B_SD] = stop_dist[t]
+        if has_td:
+            bar[B_TD] = take_dist[t]
+        if has_size:
+            bar[B_SIZE] = size[t]
+        # A quiet bar (nothing pending, nothing decided, no bracket or margin to watch)
+        # only marks the position: done here, because a call per bar reference-counts
+        # every array argument, which costs more than the bar itself.
+        quiet = quiet_static and ist[S_RUINED] == 0 and (ist[S_NLOTS] == 0 or ci[CI_HASBR] == 0)
+        k = 0
+        while quiet and k < K:
+            if pend[k] or when[t, k]:
+                quiet = False
+            k += 1
+        if quiet:
+            unreal = 0.0
+            pos = 0.0
+            for j in range(ist[S_NLOTS]):
+                unreal += ist[S_SIDE] * lots[j, L_QTY] * (c[t] - lots[j, L_PX]) * contract
+                pos += ist[S_SIDE] * lots[j, L_QTY]
+            eq = st[ST_CASH] + unreal * bar[B_RC]
+            if eq > 0.0:
+                equity[t] = eq
+                position[t] = pos
                 continue
-            fills += 1
-            cur = best_px
-            if best_kind == 3:
-                _fill_slot(best_idx, best_px, t, otype[best_idx] == LIMIT, action, direction, oca, pend,
-                                   pend_qty, pend_dec, lots, ist, st, tr, max_lots, slip, hs, cmode, crate,
-                                   stop_dist, take_dist)
-            else:
-                side = ist[S_SIDE]
-                is_limit = best_kind == 2
-                cost = hs + (0.0 if is_limit else slip)
-                px = best_px - cost if side > 0 else best_px + cost
-                xc = _commission(cmode, crate, lots[best_idx, L_QTY], px)
-                _close_lot(lots, best_idx, ist, st, tr, px, t, EXIT_STOP if best_kind == 1 else EXIT_TAKE, xc)
-
-        # 3. the close: this bar's signals place, re-price or cancel orders
-        unreal = 0.0
-        for j in range(ist[S_NLOTS]):
-            unreal += ist[S_SIDE] * lots[j, L_QTY] * (c[t] - lots[j, L_PX])
-        eq_close = st[0] + unreal
-        for k in range(K):
-            if when[k, t]:
-                d = direction[k]
-                if action[k] == ENTRY:
-                    if ist[S_SIDE] == d and ist[S_NLOTS] >= max_lots:
-                        continue  # TradingView does not place an entry beyond the pyramiding limit
-                    if otype[k] != MARKET and price[k, t] != price[k, t]:
-                        continue
-                    q = np.nan
-                    if has_size:
-                        q = abs(size[t])
-                    if q != q:
-                        if qty_mode == 0:
-                            q = qty
-                        elif qty_mode == 1:
-                            q = eq_close * qty * 0.01 / c[t]
-                        else:
-                            q = qty / c[t]
-                    if not (q > 0):
-                        continue
-                    pend_qty[k] = q
-                else:
-                    if otype[k] == MARKET and (ist[S_SIDE] == 0 or (d != 0 and d != ist[S_SIDE])):
-                        continue
-                pend[k] = True
-                pend_px[k] = price[k, t] if otype[k] != MARKET else np.nan
-                pend_dec[k] = t
-            elif cancel_false[k]:
-                pend[k] = False
-        if on_close:
-            for k in range(K):
-                if pend[k] and otype[k] == MARKET:
-                    _fill_slot(k, c[t], t, False, action, direction, oca, pend, pend_qty, pend_dec,
-                                       lots, ist, st, tr, max_lots, slip, hs, cmode, crate, stop_dist, take_dist)
-                    pend[k] = False
-
-        # 4. mark to market at the close
-        unreal = 0.0
-        pos = 0.0
-        for j in range(ist[S_NLOTS]):
-            unreal += ist[S_SIDE] * lots[j, L_QTY] * (c[t] - lots[j, L_PX])
-            pos += ist[S_SIDE] * lots[j, L_QTY]
-        equity[t] = st[0] + unreal
-        position[t] = pos
-
-    # an open position is closed at the last close (TradingView lists it as "Open")
-    if n > 0 and ist[S_NLOTS] > 0:
-        _close_all(lots, ist, st, tr, c[n - 1], n - 1, EXIT_OPEN, cmode, crate)
-        equity[n - 1] = st[0]
-    return ist[S_NTR], ist[S_OVERFLOW], equity, position
+        equity[t], position[t] = _step(t, bar, when, price, t, cf, ci, action, direction, otype, cancel_false,
+                                       oca, lots, ist, st, pend, pf, tr)
+    if n > 0 and ist[S_RUINED] == 0 and ist[S_NLOTS] > 0:
+        equity[n - 1] = finish(n - 1, c[n - 1], bar[B_RC], cf, ci, lots, ist, st, tr)
+    return ist[S_NTR], ist[S_OVERFLOW], ist[S_RUIN_BAR], ist[S_MARGIN_CALLS], st[ST_COMM], equity, position

@@ -12,7 +12,11 @@ Conventions (documented in docs/backtest.md):
   reported as positive magnitudes (currency and percent of the peak).
 - VaR/CVaR are historical, of bar returns, at 95%: VaR is minus the 5% quantile (the
   lower observed value, no interpolation), CVaR minus the mean of the returns at or
-  below it. Both are positive numbers for losses (fractions, not percent).
+  below it. The functions return fractions; the metrics dict reports them as percents
+  (``var_95_pct``, ``cvar_95_pct``) and positive for losses.
+- Units: a key ending in ``_pct`` is a percent; durations are in bars and days.
+- Ruin: returns and ratios stop at the ruin bar; ratios after ruin are undefined (null)
+  with the reason in ``undefined``.
 - Sharpe and Sortino have a zero risk-free rate; Sortino's downside deviation is the
   root mean square of min(r, 0) over all bars.
 """
@@ -212,42 +216,181 @@ def sqn(pnl: np.ndarray) -> float:
     return float(math.sqrt(p.size) * p.mean() / sd) if sd > 0 else float("nan")
 
 
-def compute_metrics(result, bars: Any = None) -> dict[str, float]:
-    """All metrics of a :class:`~aio.backtest.result.BacktestResult` as a flat dict.
+def sharpe_interval(returns: np.ndarray, ppy: float, z: float = 1.96) -> tuple[float, float]:
+    """95% interval of the annualised Sharpe from its standard error under non-normal
+    returns (Mertens 2002: var(SR) = (1 + SR^2/2 - skew*SR + (kurt-3)/4*SR^2) / (T-1))."""
+    from aio.optimize.dsr import return_moments
 
-    ``bars`` is accepted for symmetry with the pipeline; the result already carries
-    the bar times.
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 3 or r.std(ddof=1) == 0:
+        return float("nan"), float("nan")
+    m = return_moments(r)
+    sr, sk, ku = m["sr"], m["skew"], m["kurtosis"]
+    var = (1.0 + 0.5 * sr * sr - sk * sr + (ku - 3.0) / 4.0 * sr * sr) / (r.size - 1)
+    se = math.sqrt(max(var, 0.0))
+    k = math.sqrt(ppy)
+    return float((sr - z * se) * k), float((sr + z * se) * k)
+
+
+def psr(returns: np.ndarray, benchmark: float = 0.0) -> float:
+    """Probabilistic Sharpe ratio: P(true per-bar Sharpe > benchmark)."""
+    from aio.optimize.dsr import probabilistic_sharpe, return_moments
+
+    r = np.asarray(returns, dtype=np.float64)
+    if r.size < 3 or r.std(ddof=1) == 0:
+        return float("nan")
+    m = return_moments(r)
+    return float(probabilistic_sharpe(m["sr"], benchmark, m["n_obs"], m["skew"], m["kurtosis"]))
+
+
+# Ratios of returns: undefined after ruin, with fewer than 2 returns, or with zero variance.
+RATIO_KEYS = ("sharpe", "sortino", "calmar", "cagr_pct", "sharpe_ci_low", "sharpe_ci_high", "psr", "var_95_pct",
+              "cvar_95_pct")
+
+
+class _Metrics:
+    """Each metric computed once, on demand: a trial asks for one or two of them."""
+
+    def __init__(self, result) -> None:
+        self.r = result
+        self.cap = float(result.config.initial_capital)
+        self.eq = result.equity_values
+        self.ts = result.ts_event
+        self.pnl = result.trade_pnl
+        self._c: dict[str, Any] = {}
+
+    def get(self, key: str, fn):
+        if key not in self._c:
+            self._c[key] = fn()
+        return self._c[key]
+
+    @property
+    def live(self) -> int:
+        """Bars with a meaningful equity: all of them, or up to the ruin bar."""
+        rb = getattr(self.r, "ruin_bar", None)
+        return self.eq.shape[0] if rb is None else rb + 1
+
+    @property
+    def rets(self) -> np.ndarray:
+        return self.get("rets", lambda: bar_returns(self.eq[: self.live], self.cap))
+
+    @property
+    def ppy(self) -> float:
+        return self.get("ppy", lambda: periods_per_year(self.ts))
+
+    @property
+    def dd(self) -> tuple[float, float]:
+        return self.get("dd", lambda: max_drawdown(self.eq, self.cap))
+
+    @property
+    def cagr(self) -> float:
+        return self.get("cagr", lambda: cagr(self.eq, self.cap, self.ts))
+
+    @property
+    def ci(self) -> tuple[float, float]:
+        return self.get("ci", lambda: sharpe_interval(self.rets, self.ppy))
+
+    @property
+    def var(self) -> tuple[float, float]:
+        return self.get("var", lambda: var_cvar(self.rets))
+
+    @property
+    def dur(self) -> tuple[int, float]:
+        return self.get("dur", lambda: max_drawdown_duration(self.eq, self.cap, self.ts))
+
+
+METRICS: dict[str, Any] = {
+    "net_profit": lambda z: net_profit(z.eq, z.cap),
+    "return_pct": lambda z: return_pct(z.eq, z.cap),
+    "cagr_pct": lambda z: z.cagr * 100.0,
+    "sharpe": lambda z: sharpe(z.rets, z.ppy),
+    "sharpe_ci_low": lambda z: z.ci[0],
+    "sharpe_ci_high": lambda z: z.ci[1],
+    "psr": lambda z: psr(z.rets),
+    "sortino": lambda z: sortino(z.rets, z.ppy),
+    "calmar": lambda z: calmar(z.cagr, z.dd[1]),
+    "max_drawdown": lambda z: z.dd[0],
+    "max_drawdown_pct": lambda z: z.dd[1],
+    "max_drawdown_duration_bars": lambda z: z.dur[0],
+    "max_drawdown_duration_days": lambda z: z.dur[1] / 86400.0,
+    "win_rate_pct": lambda z: win_rate(z.pnl),
+    "profit_factor": lambda z: profit_factor(z.pnl),
+    "expectancy": lambda z: expectancy(z.pnl),
+    "avg_win": lambda z: avg_win(z.pnl),
+    "avg_loss": lambda z: avg_loss(z.pnl),
+    "exposure_pct": lambda z: exposure_pct(z.r.position_values),
+    "trade_count": lambda z: int(z.pnl.size),
+    "var_95_pct": lambda z: z.var[0] * 100.0,
+    "cvar_95_pct": lambda z: z.var[1] * 100.0,
+    "sqn": lambda z: sqn(z.pnl),
+    "periods_per_year": lambda z: z.ppy,
+}
+
+
+def _undefined_reason(key: str, z: _Metrics) -> str:
+    if getattr(z.r, "ruin_bar", None) is not None and key in RATIO_KEYS:
+        return f"ruin at bar {z.r.ruin_bar}: no ratio is computed past it"
+    if key in ("profit_factor", "expectancy", "win_rate_pct", "sqn", "avg_win", "avg_loss"):
+        if z.pnl.size == 0:
+            return "no trades"
+        if key == "avg_win":
+            return "no winning trade"
+        if key == "avg_loss":
+            return "no losing trade"
+        if key == "profit_factor":
+            return "no losing trade (gross loss 0)"
+        return "fewer than 2 trades" if z.pnl.size < 2 else "zero variance of trade P&L"
+    if z.rets.size < 2:
+        return "fewer than 2 returns"
+    if key == "calmar":
+        return "no drawdown"
+    return "zero variance of returns"
+
+
+def compute_metrics(result, bars: Any = None, keys: list[str] | None = None) -> dict[str, Any]:
+    """Metrics of a :class:`~aio.backtest.result.BacktestResult`, all or only ``keys``.
+
+    Undefined values (ruin, fewer than 2 returns, zero variance, no trades) are NaN in
+    the dict (null in JSON) and their reasons are in ``undefined``; ``warnings`` says
+    what a reader must not overlook. ``bars`` is accepted for symmetry with the pipeline.
     """
-    cap = float(result.config.initial_capital)
-    eq = result.equity_values
-    ts = result.ts_event
-    pnl = result.trade_pnl
-    ppy = periods_per_year(ts)
-    rets = bar_returns(eq, cap)
-    g = cagr(eq, cap, ts)
-    dd_abs, dd_pct = max_drawdown(eq, cap)
-    dur_bars, dur_sec = max_drawdown_duration(eq, cap, ts)
-    var95, cvar95 = var_cvar(rets)
-    return {
-        "net_profit": net_profit(eq, cap),
-        "return_pct": return_pct(eq, cap),
-        "cagr": g,
-        "sharpe": sharpe(rets, ppy),
-        "sortino": sortino(rets, ppy),
-        "calmar": calmar(g, dd_pct),
-        "max_drawdown": dd_abs,
-        "max_drawdown_pct": dd_pct,
-        "max_drawdown_duration_bars": dur_bars,
-        "max_drawdown_duration_seconds": dur_sec,
-        "win_rate": win_rate(pnl),
-        "profit_factor": profit_factor(pnl),
-        "expectancy": expectancy(pnl),
-        "avg_win": avg_win(pnl),
-        "avg_loss": avg_loss(pnl),
-        "exposure_pct": exposure_pct(result.position_values),
-        "trade_count": int(pnl.size),
-        "var_95": var95,
-        "cvar_95": cvar95,
-        "sqn": sqn(pnl),
-        "periods_per_year": ppy,
-    }
+    z = _Metrics(result)
+    want = list(METRICS) if keys is None else [k for k in dict.fromkeys(list(keys) + ["trade_count"]) if k in METRICS]
+    out: dict[str, Any] = {k: METRICS[k](z) for k in want}
+    rb = getattr(result, "ruin_bar", None)
+    if rb is not None:
+        for k in RATIO_KEYS:
+            if k in out:
+                out[k] = float("nan")
+    if keys is not None:
+        return out
+    undefined = {k: _undefined_reason(k, z) for k, v in out.items()
+                 if isinstance(v, float) and math.isnan(v) and k != "periods_per_year"}
+    out["undefined"] = undefined
+    out["ruin"] = None
+    if rb is not None:
+        import datetime as dt
+
+        t = dt.datetime.fromtimestamp(int(result.ts_event[rb]) / 1e9, tz=dt.timezone.utc)
+        out["ruin"] = {"bar": int(rb), "time": t.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    out["margin_calls"] = int(getattr(result, "margin_calls", 0) or 0)
+    out["account_currency"] = result.config.account_currency
+    out["warnings"] = warnings(out, int(result.config.min_trades))
+    return out
+
+
+def warnings(m: dict[str, Any], min_trades: int) -> list[str]:
+    """Plain-words warnings for a metrics block."""
+    out = []
+    n = m.get("trade_count")
+    if n is not None and n < min_trades:
+        out.append(f"too few trades ({n}) to judge (fewer than backtest.min_trades={min_trades})")
+    if m.get("ruin"):
+        out.append(f"ruin: equity reached 0 at bar {m['ruin']['bar']} ({m['ruin']['time']}); trading stopped there")
+    ratios = [k for k in ("sharpe", "sortino", "calmar") if k in (m.get("undefined") or {})]
+    if ratios:
+        reasons = sorted({m["undefined"][k] for k in ratios})
+        out.append(f"ratios undefined ({', '.join(ratios)}): {'; '.join(reasons)}")
+    if m.get("margin_calls"):
+        out.append(f"{m['margin_calls']} margin call(s): positions were partly liquidated")
+    return out

@@ -13,7 +13,7 @@ from aio.backtest import engine as E
 from aio.backtest.config import BacktestConfig
 
 TRADE_COLUMNS = [
-    "id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty", "pnl",
+    "id", "side", "entry_time", "entry_price", "exit_time", "exit_price", "qty", "pnl", "pnl_quote",
     "entry_signal", "exit_signal", "commission", "entry_bar", "exit_bar",
 ]
 
@@ -34,6 +34,11 @@ class BacktestResult:
     exit_id: str
     config: BacktestConfig
     size_steps: dict[str, np.ndarray] = field(default_factory=dict)
+    ruin_bar: int | None = None  # the bar whose close found equity <= 0; nothing traded after it
+    margin_calls: int = 0
+    commission_total: float = 0.0  # every commission the broker charged (account currency)
+    rates: tuple[np.ndarray, np.ndarray] | None = None  # quote -> account at each open / close; None: 1
+    close: np.ndarray | None = None  # the bars' closes (for the invariant checks)
 
     @property
     def n_trades(self) -> int:
@@ -55,12 +60,12 @@ class BacktestResult:
         xbar = r[:, E.T_XBAR].astype(np.int64)
         # names are gathered in polars from small lookup series: a Python loop over
         # thousands of trades would cost more than the simulation
-        names = pl.Series(self.order_ids + [self.exit_id, self.exit_id, "Open"], dtype=pl.String)
+        names = pl.Series(self.order_ids + [self.exit_id, self.exit_id, "Open", "Margin call", "Ruin"], dtype=pl.String)
         k = len(self.order_ids)
 
         def name_col(codes: np.ndarray) -> pl.Series:
             c = codes.astype(np.int64)
-            idx = np.where(c >= 0, c, k - 1 - c)  # -1 -> k, -2 -> k+1, -3 -> k+2
+            idx = np.where(c >= 0, c, k - 1 - c)  # -1 -> k, -2 -> k+1, ... -5 -> k+4
             return names.gather(idx.astype(np.uint32))
 
         cols: dict[str, object] = {
@@ -72,6 +77,7 @@ class BacktestResult:
             "exit_price": r[:, E.T_XPX],
             "qty": r[:, E.T_QTY],
             "pnl": r[:, E.T_PNL],
+            "pnl_quote": r[:, E.T_PNLQ],
             "entry_signal": name_col(r[:, E.T_ESIG]),
             "exit_signal": name_col(r[:, E.T_XSIG]),
             "commission": r[:, E.T_COMM],
@@ -103,19 +109,22 @@ class BacktestResult:
         })
 
 
-def write_trades_csv(result: BacktestResult, path: str | Path) -> Path:
-    """trades.csv with ISO-8601 UTC times (the fill bars' open times, as TradingView lists them)."""
+def write_trades_csv(result: BacktestResult, path: str | Path, synthetic: bool = False) -> Path:
+    """trades.csv with ISO-8601 UTC times (the fill bars' open times, as TradingView lists them),
+    P&L in account currency (``pnl``) and quote currency (``pnl_quote``), and a ``synthetic`` column."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     df = result.trades.with_columns(
         pl.col("entry_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
         pl.col("exit_time").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        pl.lit(str(bool(synthetic)).lower()).alias("synthetic"),
     )
     df.write_csv(path)
     return path
 
 
-def write_equity_parquet(result: BacktestResult, bars_frame: pl.DataFrame, path: str | Path) -> Path:
+def write_equity_parquet(result: BacktestResult, bars_frame: pl.DataFrame, path: str | Path,
+                         synthetic: bool = False) -> Path:
     """equity.parquet keyed by ``ts_init`` (bar close: the moment each value is known)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,4 +139,7 @@ def write_equity_parquet(result: BacktestResult, bars_frame: pl.DataFrame, path:
         raise ValueError("bars frame lacks ts_init (bar close time); build bars with aio.records.BAR_SCHEMA")
     out = eq.drop("ts_event").insert_column(0, ts_init.alias("ts_init"))
     out.write_parquet(path)
+    from aio.labels import label_parquet
+
+    label_parquet(path, bool(synthetic))
     return path

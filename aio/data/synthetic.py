@@ -14,6 +14,11 @@ clocks come from zoneinfo, so sessions move with daylight saving:
   about a day) times a two-state calm/turbulent regime (Markov switching), and
   the log price is weakly mean-reverting (Ornstein-Uhlenbeck, half-life in days).
 
+``plant`` (aio/data/plant.py) adds a known edge on top: a rule in the strategy language,
+evaluated causally at each bar's close while the ticks are generated, after which the
+price drifts a given number of pips (compensated elsewhere, so the unconditional drift
+stays zero); the label and ``meta["plant"]`` name it.
+
 Per minute the close of the mid price is an AR(1) (``scipy.signal.lfilter``); the
 ticks inside a minute are a Brownian bridge between consecutive closes at sorted
 uniform random times, so everything is vectorised numpy. Same seed, same frame.
@@ -27,10 +32,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 import structlog
-from scipy.signal import lfilter
 
 from aio.config import param
 from aio.data.base import synthetic_label, utc_range_ns
+from aio.data.plant import PlantConfig, PlantPath, describe, plant_path, summary
 from aio.errors import ConfigError
 from aio.quality import NY, check_ticks, fx_closed, local_ns
 from aio.records import NS_PER_HOUR, NS_PER_MINUTE, MarketData, pip_size
@@ -65,6 +70,7 @@ class SyntheticDataConfig:
     calm_hours: float = param(60.0, gt=0, help="mean duration of a calm spell")
     weekend_vol_ratio: float = param(0.02, ge=0, le=1.0, help="variance while closed, relative to trading time (weekend gaps)")
     mean_volume: float = param(1.0, gt=0, help="mean bid/ask volume per tick (millions, as Dukascopy)")
+    plant: PlantConfig | None = param(None, help="a known edge to plant (aio/data/plant.py); null for none")
 
     def __post_init__(self) -> None:
         utc_range_ns(self.start, self.end)  # errors name data.start / data.end
@@ -131,11 +137,26 @@ def _regimes(rng: np.random.Generator, n: int, calm_min: float, turb_min: float)
     return turbulent
 
 
-def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
-    """The tick frame (TICK_SCHEMA) for ``cfg``; deterministic in ``cfg.seed``."""
+@dataclass
+class Noise:
+    """Every random draw of one simulation (the plant only adds a path on top of them)."""
+
+    minutes: np.ndarray  # UTC minute opens (ns)
+    x: np.ndarray  # per minute: the log-price noise path (OU around 0)
+    counts: np.ndarray  # ticks per minute
+    mi: np.ndarray  # per tick: its minute
+    frac: np.ndarray  # per tick: position inside the minute's bridge, (0, 1]
+    bridge: np.ndarray  # per tick: the Brownian bridge offset (log)
+    ts: np.ndarray  # per tick: ns
+    spread_pts: np.ndarray  # per tick: spread in points
+    bid_vol: np.ndarray
+    ask_vol: np.ndarray
+
+
+def draw_noise(cfg: SyntheticDataConfig) -> Noise:
+    """All random draws for ``cfg``; deterministic in ``cfg.seed``."""
     rng = np.random.default_rng(cfg.seed)
     start, end = utc_range_ns(cfg.start, cfg.end)
-    point = pip_size(cfg.symbol) / 10
     m0 = -(-start // NS_PER_MINUTE)  # first whole minute inside the range
     minutes = np.arange(m0, end // NS_PER_MINUTE, dtype=np.int64) * NS_PER_MINUTE
     n = minutes.size
@@ -145,6 +166,8 @@ def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
     # Normalise the calendar so the mean over trading minutes is 1 (any range).
     act_mean = act[trading].mean() if trading.any() else 1.0
     act = act / act_mean
+
+    from scipy.signal import lfilter  # here, not at import: scipy.signal costs ~0.6 s at every start
 
     # Volatility: calendar x persistent log-vol x regime, normalised to E[var factor] = 1.
     phi = 0.5 ** (1.0 / (cfg.vol_half_life_hours * 60.0))
@@ -163,7 +186,6 @@ def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
     # Mid closes per minute: log price as an OU process around log(base_price).
     k = np.log(2) / (cfg.mean_reversion_days * 1440.0)
     x = lfilter([1.0], [1.0, -(1.0 - k)], sigma * rng.standard_normal(n))
-    x_prev = np.concatenate([[0.0], x[:-1]])
 
     # Ticks per minute: Poisson, busier when volatile (a turbulent market quotes more).
     e_sqrt = np.exp(cfg.vol_of_vol**2 / 8) * ((1 - p_turb) + p_turb * np.sqrt(cfg.turbulent_vol_mult)) / e_var**0.25
@@ -182,8 +204,6 @@ def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
     s = cz - base  # partial sums inside the minute
     s_end = np.repeat(s[np.cumsum(counts)[counts > 0] - 1], counts[counts > 0])
     bridge = (s - frac * s_end) * sigma[mi] / np.sqrt(counts[mi])
-    logmid = np.log(cfg.base_price) + x_prev[mi] + frac * (x[mi] - x_prev[mi]) + bridge
-    mid = np.exp(logmid)
 
     # Times: sorted uniform offsets inside the minute at millisecond resolution.
     ms = np.sort(mi * 60_000 + rng.integers(0, 60_000, size=total))
@@ -194,15 +214,42 @@ def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
     noise = rng.lognormal(-0.5 * 0.3**2, 0.3, size=total)
     mean_level = sp_level.mean() if total else 1.0
     spread_pts = np.maximum(np.rint(cfg.spread_pips * 10 * sp_level / mean_level * noise), 1.0)
-    bid_pts = np.rint(mid / point - spread_pts / 2)
-    bid = bid_pts * point
-    ask = (bid_pts + spread_pts) * point
     vol_scale = cfg.mean_volume * np.sqrt(np.maximum(act[mi], 0.1))
     bid_vol = np.round(rng.gamma(2.0, 0.5, size=total) * vol_scale, 2) + 0.01
     ask_vol = np.round(rng.gamma(2.0, 0.5, size=total) * vol_scale, 2) + 0.01
-    return pl.DataFrame(
-        {"ts_event": ts.astype(np.int64), "bid": bid, "ask": ask, "bid_volume": bid_vol, "ask_volume": ask_vol}
-    )
+    return Noise(minutes=minutes, x=x, counts=counts, mi=mi, frac=frac, bridge=bridge, ts=ts.astype(np.int64),
+                 spread_pts=spread_pts, bid_vol=bid_vol, ask_vol=ask_vol)
+
+
+def _quotes(cfg: SyntheticDataConfig, nz: Noise, x: np.ndarray, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bid and ask of ticks ``[a, b)`` on the point grid, given the per-minute log path ``x``."""
+    point = pip_size(cfg.symbol) / 10
+    mi = nz.mi[a:b]
+    x_prev = np.where(mi > 0, x[np.maximum(mi - 1, 0)], 0.0)
+    logmid = np.log(cfg.base_price) + x_prev + nz.frac[a:b] * (x[mi] - x_prev) + nz.bridge[a:b]
+    bid_pts = np.rint(np.exp(logmid) / point - nz.spread_pts[a:b] / 2)
+    return bid_pts * point, (bid_pts + nz.spread_pts[a:b]) * point
+
+
+def assemble(cfg: SyntheticDataConfig, nz: Noise) -> tuple[pl.DataFrame, PlantPath | None]:
+    """The tick frame from the draws, with the plant (if any) generated causally on top."""
+    x, path = nz.x, None
+    if cfg.plant is not None:
+        def tick_mid(xs: np.ndarray, a: int, b: int) -> np.ndarray:
+            bid, ask = _quotes(cfg, nz, xs, a, b)
+            return (bid + ask) / 2.0  # as aio.bars builds mid bars
+
+        path = plant_path(cfg.plant, minutes=nz.minutes, counts=nz.counts, x_noise=nz.x, tick_mid=tick_mid,
+                          tick_volume=nz.bid_vol + nz.ask_vol, pip=pip_size(cfg.symbol))
+        x = nz.x + path.y
+    bid, ask = _quotes(cfg, nz, x, 0, len(nz.mi))
+    frame = pl.DataFrame({"ts_event": nz.ts, "bid": bid, "ask": ask, "bid_volume": nz.bid_vol, "ask_volume": nz.ask_vol})
+    return frame, path
+
+
+def simulate_ticks(cfg: SyntheticDataConfig) -> pl.DataFrame:
+    """The tick frame (TICK_SCHEMA) for ``cfg``; deterministic in ``cfg.seed``."""
+    return assemble(cfg, draw_noise(cfg))[0]
 
 
 class SyntheticSource:
@@ -213,12 +260,22 @@ class SyntheticSource:
 
     def load(self) -> MarketData:
         t0 = time.perf_counter()
-        frame = simulate_ticks(self.cfg)
+        frame, path = assemble(self.cfg, draw_noise(self.cfg))
         pip = pip_size(self.cfg.symbol)
         label = synthetic_label(self.cfg.seed)
+        meta: dict = {"seed": self.cfg.seed, "config": asdict(self.cfg), "volume_units": "millions (simulated)"}
+        if path is not None:
+            meta["plant"] = summary(self.cfg.plant, path, pip)
+            label = f"{label}; {describe(self.cfg.plant)} ({len(path.events)} events)"
+            if len(path.events) < 30:
+                # too few events to find, or to judge a finding: say so where it is generated
+                log.warning("the plant fired rarely", events=len(path.events), when=self.cfg.plant.when,
+                            hint="widen data.start/data.end, loosen data.plant.when or raise data.plant.lookback_bars")
+        meta["synthetic"] = label
         quality = check_ticks(frame, pip=pip)
         quality.update(source="synthetic", synthetic=label)
         log.info("synthetic ticks generated", ticks=frame.height, seed=self.cfg.seed,
+                 plant_events=None if path is None else len(path.events),
                  elapsed_s=round(time.perf_counter() - t0, 3))
         return MarketData(
             kind="ticks",
@@ -228,7 +285,7 @@ class SyntheticSource:
             point=pip / 10,
             pip=pip,
             source="synthetic",
-            meta={"synthetic": label, "seed": self.cfg.seed, "config": asdict(self.cfg), "volume_units": "millions (simulated)"},
+            meta=meta,
             quality=quality,
         )
 

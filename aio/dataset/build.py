@@ -20,7 +20,7 @@ import pyarrow as pa
 import structlog
 
 from aio.dataset.config import DatasetConfig
-from aio.dataset.features import REGIMES, compute_features
+from aio.dataset.features import REGIMES, compute_features, missing_inputs
 from aio.dataset.labels import compute_labels
 from aio.dataset.splits import Block, purge, split_labels, time_splits, walk_forward
 from aio.dataset.store import FORMAT_VERSION, RowWriter, finalize, input_hash, read_meta
@@ -80,15 +80,13 @@ def _bars_arrays(bars: Bars) -> dict[str, np.ndarray]:
     return out
 
 
-def _first_valid(series: dict[str, np.ndarray]) -> int:
-    """The first bar at which every series has had a finite value (decided by the past only)."""
-    first = 0
-    for a in series.values():
+def _warmups(series: dict[str, np.ndarray]) -> dict[str, int | None]:
+    """First finite bar of each series; None for a series that is never finite."""
+    out: dict[str, int | None] = {}
+    for name, a in series.items():
         fin = np.isfinite(a)
-        if not fin.any():
-            return len(a)
-        first = max(first, int(fin.argmax()))
-    return first
+        out[name] = int(fin.argmax()) if fin.any() else None
+    return out
 
 
 def decision_bars(n: int, warmup: int, horizon: int, stride: int) -> np.ndarray:
@@ -113,6 +111,7 @@ class Rows:
     n_bars: int
     arrays: dict[str, np.ndarray] = field(repr=False)
     series: SeriesSet = field(repr=False)
+    notes: list[str] = field(default_factory=list)  # what was left out and why (no spread, no volume)
 
     def images(self, renderer: Renderer, rows: np.ndarray | None = None) -> list[bytes]:
         """PNG bytes of ``rows`` (all by default), rendered in this process."""
@@ -130,11 +129,23 @@ def compute_rows(bars: Bars, indicators: dict[str, np.ndarray], cfg: DatasetConf
     atr = next(iter(compute_indicator_outputs(atr_spec, arrays).values()))
     features, regime = compute_features(arrays, arrays["ts_init"], indicators, cfg, pip)
     series = renderer.series(arrays)
-    warmup = max(renderer.warmup(), _first_valid({**features, "atr": atr}))
+    firsts = _warmups({**features, "atr": atr})
+    empty = [k for k, v in firsts.items() if v is None]
+    if empty and n:
+        raise DataError(
+            f"no dataset rows: {', '.join(empty)} {'is' if len(empty) == 1 else 'are'} NaN on every one of the {n} bars, "
+            "so no bar ever leaves the warm-up. "
+            + ("An ind_* column is an indicator of the indicator set: drop it from `indicators` or give the bars the "
+               "input it needs (volume, say); " if any(k.startswith("ind_") for k in empty) else "")
+            + "check the bars' columns (data_quality.json) and the data source's mapping (data.columns)"
+        )
+    longest = max(firsts, key=lambda k: firsts[k] or 0) if firsts else "window"
+    warmup = max(renderer.warmup(), max((v or 0) for v in firsts.values()) if firsts else 0)
     ends = decision_bars(n, warmup, cfg.label_horizon, cfg.stride)
     if len(ends) == 0:
         raise DataError(
-            f"no dataset rows: {n} bars, warm-up {warmup} bars (window, features, indicators) and label horizon "
+            f"no dataset rows: {n} bars, warm-up {warmup} bars (longest: "
+            f"{'the chart window' if renderer.warmup() >= warmup else longest}) and label horizon "
             f"{cfg.label_horizon} leave nothing; use more data, shorter horizons or a smaller window"
         )
     labels = compute_labels(arrays, atr, ends, cfg, pip)
@@ -153,7 +164,12 @@ def compute_rows(bars: Bars, indicators: dict[str, np.ndarray], cfg: DatasetConf
         "regime": regime[ends],
     }
     feats = {k: v[ends] for k, v in features.items()}
-    return Rows(ends, meta, feats, labels, blocks, folds, embargo, n, arrays, series)
+    notes = list(missing_inputs(arrays).values())
+    if "spread_mean" in missing_inputs(arrays) and cfg.subtract_spread:
+        notes.append("labels pay no spread: the bars have none (dataset.subtract_spread has nothing to subtract)")
+    for note in notes:
+        log.warning("dataset: " + note)
+    return Rows(ends, meta, feats, labels, blocks, folds, embargo, n, arrays, series, notes)
 
 
 def build_dataset(
@@ -243,6 +259,7 @@ def build_dataset(
             "feature_stats": {"source": "train split", "mean": _finite_list(mean), "std": _finite_list(std, 1.0)},
             "config": hcfg,
             "ts_range": [int(arrays["ts_init"][ends[0]]), int(arrays["ts_init"][ends[-1]])],
+            "notes": rows.notes,
         }
         finalize(tmp, final, meta)
     except BaseException:

@@ -64,6 +64,16 @@ def trailing_mean(x: np.ndarray, w: int, min_periods: int) -> np.ndarray:
         return np.where(c >= min_periods, s / np.maximum(c, 1), np.nan)
 
 
+def missing_inputs(a: dict[str, np.ndarray]) -> dict[str, str]:
+    """Bar columns with no value at all (a file without spread or volume) -> the note saying
+    which features are left out. Partly missing columns stay: their NaNs are warm-up or gaps."""
+    notes = {
+        "spread_mean": "spread_pips left out: the bars have no spread (a file source can assume one: data.spread_pips)",
+        "volume": "volume_z left out: the bars have no volume",
+    }
+    return {k: why for k, why in notes.items() if k in a and not np.isfinite(np.asarray(a[k], dtype=np.float64)).any()}
+
+
 def ohlcv_features(a: dict[str, np.ndarray], cfg: DatasetConfig, pip: float) -> dict[str, np.ndarray]:
     o, h, l, c, v = (a[k] for k in ("open", "high", "low", "close", "volume"))
     rng = h - l
@@ -80,9 +90,10 @@ def ohlcv_features(a: dict[str, np.ndarray], cfg: DatasetConfig, pip: float) -> 
     r1 = logc - lagged(logc, 1)
     w = cfg.features.vol_window
     f[f"vol_{w}"] = rolling(r1, w, "std")
-    vw = cfg.features.volume_window
-    mean, std = rolling(v, vw, "mean"), rolling(v, vw, "std")
-    f[f"volume_z_{vw}"] = np.where(np.isfinite(std), _safe_div(v - mean, std), np.nan)
+    if "volume" not in missing_inputs(a):
+        vw = cfg.features.volume_window
+        mean, std = rolling(v, vw, "mean"), rolling(v, vw, "std")
+        f[f"volume_z_{vw}"] = np.where(np.isfinite(std), _safe_div(v - mean, std), np.nan)
     return f
 
 
@@ -135,7 +146,8 @@ def compute_features(
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """(feature name -> whole-series float64 array, regime codes)."""
     f = ohlcv_features(arrays, cfg, pip)
-    f["spread_pips"] = np.asarray(arrays["spread_mean"], dtype=np.float64) / pip
+    if "spread_mean" not in missing_inputs(arrays):
+        f["spread_pips"] = np.asarray(arrays["spread_mean"], dtype=np.float64) / pip
     f.update(time_features(ts_init))
     f.update(session_flags(ts_init))
     reg = regime(np.asarray(arrays["close"], dtype=np.float64), cfg.regime)

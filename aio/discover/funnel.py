@@ -311,7 +311,15 @@ def _choose(live: list[Candidate], cfg: FunnelConfig) -> list[Candidate]:
         pool = [c for c in live if c.proposer == prop and c.status == "screened"
                 and (c.screen.get("trade_count") or 0) >= cfg.screen_min_trades]
         pool.sort(key=lambda c: _num(c.screen.get("sharpe")), reverse=True)
-        out.extend(pool[: cfg.tune.top])
+        # one per rule structure: the tuner moves parameters, so a second copy of a
+        # structure with other starting values would be tuned into the same strategy
+        seen: set[str] = set()
+        for c in pool:
+            if len(seen) >= cfg.tune.top:
+                break
+            if c.structure not in seen:
+                seen.add(c.structure)
+                out.append(c)
         for c in [c for c in live if c.proposer == prop and c.status == "screened" and c not in out]:
             c.reason = "not among the best screened of its proposer"
     return out
@@ -432,6 +440,9 @@ def _gates(c: Candidate, ev: Any, bench: dict, cfg: FunnelConfig, eff: int, ledg
         b = np.column_stack([_unit(v["returns"]) for v in bench.values()])
         spa = gates.spa_test(_unit(r), b, reps=cfg.spa_reps, seed=0)
         c.gates["spa_p"] = float(spa["p_consistent"])
+        per = spa.get("per_benchmark")
+        if per is not None and len(per) == len(bench):
+            c.gates["spa_by_benchmark"] = {k: float(v) for k, v in zip(bench, per)}
     else:
         c.gates["spa_p"] = None
     c.passed = {

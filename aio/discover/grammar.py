@@ -217,10 +217,10 @@ class Grammar:
         atoms: list[Atom] = []
         for b in self.level_blocks:
             t = Term(b, self.default_length(b))
-            starts = self.levels(t)[2]  # quantiles 0.1 .. 0.9
-            lo, hi = starts[0], starts[-1]
-            atoms += [Atom("xup", t, level=lo), Atom("xup", t, level=hi), Atom("xdn", t, level=lo),
-                      Atom("xdn", t, level=hi), Atom("lt", t, level=lo), Atom("gt", t, level=hi)]
+            q = self.levels(t)[2]  # quantiles 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9
+            for lv in (q[0], q[1], q[-2], q[-1]):
+                atoms += [Atom("xup", t, level=lv), Atom("xdn", t, level=lv)]
+            atoms += [Atom("lt", t, level=q[0]), Atom("gt", t, level=q[-1])]
         for b in self.price_blocks:
             t = Term(b, self.default_length(b))
             atoms += [Atom("xup", close, t), Atom("xdn", close, t)]
@@ -274,6 +274,8 @@ class Grammar:
         """The genome as a StrategySpec mapping (what discover/strategies/<id>.yaml holds)."""
         b = _SpecBuilder(self)
         entry = " and ".join(b.atom(a) for a in g.entry)
+        if g.bracket == "atr":
+            entry = b.atr_guard(entry)
         rules = [{"id": "Entry", "when": entry, "action": "entry", "direction": g.direction}]
         if g.close:
             rules.append({"id": "Close", "when": " and ".join(b.atom(a) for a in g.close), "action": "close",
@@ -330,6 +332,14 @@ class _SpecBuilder:
             binding["output"] = t.block.output
         self._alias[t] = alias
         return alias
+
+    def atr_guard(self, entry: str) -> str:
+        """No entry before the bracket's ATR exists: an entry without its stop and target
+        would be held until the data ends (Pine behaves the same with a na distance)."""
+        n = self.g.cfg.atr_length
+        self.indicators["atr_guard"] = {"fn": "ATR", "inputs": {"high": "high", "low": "low", "close": "close"},
+                                        "params": {"timeperiod": n}}
+        return f"{entry} and atr_guard > 0"
 
     def atom(self, a: Atom) -> str:
         x = self.series(a.a)
@@ -474,6 +484,10 @@ def structure_text(spec: Any) -> str:
     return canonical_text(spec, {k: f"<{v}>" for k, v in names.items()})
 
 
+def _is_guard(node: Node) -> bool:
+    return isinstance(node, Binary) and isinstance(node.left, Name) and node.left.name == "atr_guard"
+
+
 def check_limits(spec: Any, cfg: GrammarConfig) -> None:
     """Within the grammar: Pine-mapped indicators only, no model series, rule size limits."""
     from aio.indicators import get_indicator
@@ -484,7 +498,7 @@ def check_limits(spec: Any, cfg: GrammarConfig) -> None:
     if spec.uses_model():
         raise ConfigError(f"rules {spec.uses_model()} read model.* series, which Pine cannot run")
     for r in spec.rules:
-        n = len(_flatten(spec.ast(f"rule:{r.id}:when"), "and"))
+        n = sum(not _is_guard(x) for x in _flatten(spec.ast(f"rule:{r.id}:when"), "and"))
         limit = cfg.max_entry_conditions if r.action == "entry" else max(cfg.max_close_conditions, 1)
         if n > limit:
             raise ConfigError(f"rule {r.id} has {n} conditions; discover.grammar allows {limit}")

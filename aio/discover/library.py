@@ -96,6 +96,28 @@ def find(lib: Any, ident: str) -> dict[str, Any]:
     return hits[0]
 
 
+def resolve_from(section: Mapping[str, Any] | None, store: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """A strategy section with ``from: file.yaml | library:<id>`` replaced by that strategy;
+    the section's ``params`` override values of parameters the loaded strategy declares
+    (the rest of the section, e.g. the default strategy's own keys, is dropped)."""
+    section = dict(section or {})
+    ref = section.pop("from", None)
+    if not ref:
+        return section
+    store_cfg = None
+    if store and store.get("name") in (None, "lancedb"):
+        from aio.config import build
+        from aio.store.config import LanceDBStoreConfig
+
+        store_cfg = build(LanceDBStoreConfig, store, "store")
+    base = load_from(str(ref), store_cfg)
+    own = dict(base.get("params") or {})
+    given = {k: v for k, v in (section.get("params") or {}).items() if k in own}
+    out = {**base, "params": {**own, **given}}
+    out.pop("from", None)
+    return out
+
+
 def load_from(ref: str, store_cfg: Any = None) -> dict[str, Any]:
     """``path/to/strategy.yaml`` or ``library:<id>`` -> a strategy mapping."""
     import yaml

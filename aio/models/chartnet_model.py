@@ -11,6 +11,7 @@ import numpy as np
 import structlog
 import torch
 
+from aio import progress
 from aio.errors import ConfigError
 from aio.hardware import UtilizationMonitor
 from aio.models.base import ModelContext, ModelResult, write_tables
@@ -76,7 +77,7 @@ class ChartNetModel:
         monitor.start()
         net = dm = None
         try:
-            for f in folds:
+            for f in progress.track(folds, "training folds", unit="fold"):
                 tf = time.perf_counter()
                 L.seed_everything(ctx.seed + f.index, workers=True, verbose=False)
                 dm = FoldDataModule(table, images, f.fit.rows(), f.val.rows(), f.predict.rows(), choice.batch_size,

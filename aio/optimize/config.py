@@ -6,8 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aio.config import param
-
-SAMPLERS = ["tpe", "cmaes", "random", "grid", "nsga2"]
+from aio.registry import choices
 
 
 @dataclass
@@ -23,8 +22,9 @@ class WalkForwardConfig:
 
 @dataclass
 class OptimizeConfig:
-    name: str = param("tpe", choices=SAMPLERS, help="the sampler")
-    objective: str = param("sharpe", help="objective plugin (python -m aio.plugins lists them)")
+    name: str = param("tpe", choices=choices("sampler"), help="the sampler (kind sampler: python -m aio.plugins)")
+    objective: str = param("sharpe", choices=choices("objective"),
+                           help="objective plugin (python -m aio.plugins lists them)")
     objectives: list[str] = field(default_factory=list)  # multi-objective (nsga2); default [objective, max_drawdown]
     n_trials: int = param(100, ge=1, help="TOTAL trials per study: a resumed study tops up to this")
     n_workers: int = param(1, ge=1, le=256, help="processes sharing one study")

@@ -11,7 +11,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from aio.optimize.objectives import Objective
-from aio.optimize.signals_ops import slice_signals
 from aio.optimize.walkforward import Window, blocks
 
 
@@ -21,21 +20,27 @@ class Infeasible(Exception):
 
 @dataclass
 class Context:
-    frame: Any  # polars bars frame (BAR_SCHEMA)
+    """A search over one strategy's parameters on one Evaluator's bars.
+
+    Everything a trial needs goes through :class:`aio.backtest.evaluator.Evaluator`;
+    the context only adds the search space and the objectives. It pickles (the
+    evaluator drops its series cache), so spawned workers rebuild nothing else.
+    """
+
+    ev: Any  # aio.backtest.evaluator.Evaluator
     spec: Any  # StrategySpec
-    bt: Any  # BacktestConfig
-    sizer: dict[str, Any] | None
-    predictions: dict[str, np.ndarray]
     objectives: list[Objective]
     cfg: Any  # OptimizeConfig
     space: dict[str, Any]  # name -> ParamSpace
     fixed: dict[str, Any]  # strategy params not searched
-    timeframe: str = "1m"
-    symbol: str = ""
-    _cache: Any = field(default=None, repr=False)
-    _arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
-    _chain: Any = field(default=None, repr=False)
-    _bar_arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def frame(self) -> Any:
+        return self.ev.frame
+
+    @property
+    def bt(self) -> Any:
+        return self.ev.bt
 
     @property
     def constraints(self) -> list[str]:
@@ -43,87 +48,20 @@ class Context:
         own = list(getattr(self.spec, "constraints", None) or [])
         return own + [c for c in self.cfg.constraints if c not in own]
 
-    def __getstate__(self) -> dict:
-        d = dict(self.__dict__)
-        d["_cache"], d["_arrays"], d["_chain"], d["_bar_arrays"] = None, None, None, None  # rebuilt per process
-        return d
-
-    # -- evaluation ---------------------------------------------------------------------
-    @property
-    def arrays(self) -> dict[str, np.ndarray]:
-        if self._arrays is None:
-            self._arrays = {c: np.ascontiguousarray(self.frame.get_column(c).to_numpy(), dtype=np.float64)
-                            for c in ("open", "high", "low", "close", "volume") if c in self.frame.columns}
-        return self._arrays
-
-    @property
-    def cache(self) -> Any:
-        if self._cache is None:
-            from aio.strategy import SeriesCache
-
-            self._cache = SeriesCache()
-        return self._cache
-
-    @property
-    def chain(self) -> Any:
-        if self._chain is None and self.sizer:
-            from aio.sizing import parse_chain
-
-            self._chain = parse_chain(self.sizer) or False
-        return self._chain or None
-
     def signals(self, params: Mapping[str, Any]) -> Any:
-        from aio.strategy import signals
-
-        return signals(self.spec, self.arrays, {**self.fixed, **dict(params)}, extra=self.predictions or None,
-                       cache=self.cache)
-
-    @property
-    def bar_arrays(self) -> dict[str, np.ndarray]:
-        if self._bar_arrays is None:
-            from aio.backtest import bar_arrays
-
-            self._bar_arrays = bar_arrays(self.frame)
-        return self._bar_arrays
+        return self.ev.signals(self.spec, {**self.fixed, **dict(params)})
 
     def trial_backtest(self, sig: Any, w: Window) -> tuple[Any, dict[str, Any]]:
-        """The fast path of a trial: bar arrays built once, only the metrics it needs."""
-        from aio.backtest import run_backtest
-        from aio.optimize.fastmetrics import metrics_for
-
-        s = slice_signals(sig, w.start, w.end)
-        bt = self.bt
-        if self.chain is not None:
-            from aio.sizing import size_signals
-
-            preds = {k: np.asarray(v)[w.start:w.end] for k, v in (self.predictions or {}).items()}
-            s, bt = size_signals(self.chain, self.frame.slice(w.start, len(w)), s, bt, preds)
-        arr = {k: v[w.start:w.end] for k, v in self.bar_arrays.items()}
-        result = run_backtest(arr, s, bt)
-        return result, metrics_for(result, [o.key for o in self.objectives])
+        """The fast path of a trial: only the metrics the objectives (and the DSR) need."""
+        keys = [o.key for o in self.objectives] + ["sharpe", "periods_per_year", "trade_count"]
+        e = self.ev.run_signals(sig, start=w.start, end=w.end, metrics=keys)
+        return e.result, e.metrics
 
     def backtest(self, sig: Any, w: Window, sliced: bool = False) -> tuple[Any, dict[str, Any], Any]:
         """(result, metrics, bars frame) of ``sig`` over window ``w`` (flat at its start);
         ``sliced``: ``sig`` already covers exactly ``w``."""
-        from aio.backtest import run_backtest
-        from aio.backtest.metrics import compute_metrics
-
-        s = sig if sliced else slice_signals(sig, w.start, w.end)
-        fw = self.frame.slice(w.start, len(w))
-        bt = self.bt
-        if self.chain is not None:
-            from aio.sizing import size_signals
-
-            preds = {k: np.asarray(v)[w.start:w.end] for k, v in (self.predictions or {}).items()}
-            s, bt = size_signals(self.chain, fw, s, bt, preds)
-        bars = self.bars(fw)
-        result = run_backtest(bars, s, bt)
-        return result, dict(compute_metrics(result, bars)), fw
-
-    def bars(self, frame: Any) -> Any:
-        from aio.records import Bars
-
-        return Bars(frame=frame, symbol=self.symbol, timeframe=self.timeframe)
+        e = self.ev.run_signals(sig, start=w.start, end=w.end, sliced=sliced)
+        return e.result, e.metrics, self.frame.slice(w.start, len(w))
 
 
 def equity_of(result: Any) -> np.ndarray:

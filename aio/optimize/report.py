@@ -85,12 +85,13 @@ def importances(result: Any) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_reports(result: Any, ctx: Any, out_dir: Path, plots: bool = True) -> dict[str, Path]:
+def write_reports(result: Any, ctx: Any, out_dir: Path, plots: bool = True, synthetic: Any = False) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
 
     def put(name: str) -> Path:
-        files[name.split(".")[0]] = out_dir / name
+        stem, ext = name.split(".", 1)
+        files[stem if ext in ("csv", "json", "parquet") else f"{stem}_{ext}"] = out_dir / name
         return out_dir / name
 
     put("best_params.json").write_text(json.dumps(_plain(result.best_params), indent=2))
@@ -109,33 +110,55 @@ def write_reports(result: Any, ctx: Any, out_dir: Path, plots: bool = True) -> d
     put("summary.json").write_text(json.dumps(_plain(result.summary), indent=2, default=str))
     if plots:
         try:
-            _plots(result, hist, imp, put)
+            _plots(result, hist, imp, put, synthetic)
         except Exception as exc:  # plots are a convenience; never lose the run over them
             log.warning("optimisation plots skipped", reason=str(exc)[:200])
     return files
 
 
-def _plots(result: Any, hist: pl.DataFrame, imp: dict, put) -> None:
+def _plots(result: Any, hist: pl.DataFrame, imp: dict, put, synthetic: Any = False) -> None:
+    """history.html and oos_equity.html: offline pages (plotly.js from the run folder)."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("optimisation history (IS)", "parameter importance"))
+    from aio.report import page as P
+
+    s = result.summary
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38],
+                        subplot_titles=("optimisation history (in-sample objective per trial)",
+                                        "parameter importance (last fold)"))
     for fold in sorted(set(hist.get_column("fold").to_list())) if hist.height else []:
         h = hist.filter(pl.col("fold") == fold)
         fig.add_trace(go.Scatter(x=h["number"].to_list(), y=h["value"].to_list(), mode="markers",
                                  name=f"fold {fold} trials", opacity=0.5), row=1, col=1)
         fig.add_trace(go.Scatter(x=h["number"].to_list(), y=h["best"].to_list(), mode="lines",
-                                 name=f"fold {fold} best"), row=1, col=1)
+                                 name=f"fold {fold} best so far"), row=1, col=1)
     last = imp.get(f"fold{len(result.folds)}") or {}
     if last:
-        fig.add_trace(go.Bar(x=list(last.values()), y=list(last.keys()), orientation="h",
+        fig.add_trace(go.Bar(x=[100 * v for v in last.values()], y=list(last.keys()), orientation="h",
                              name="importance (last fold)"), row=1, col=2)
-    fig.update_layout(title=f"{result.summary['study']}: {result.summary['objective']} "
-                            f"({result.summary['sampler']})", height=450)
-    fig.write_html(put("history.html"), include_plotlyjs="cdn")
+    fig.update_xaxes(title_text="trial number", row=1, col=1)
+    fig.update_yaxes(title_text=f"{s['objective']} (in sample)", row=1, col=1)
+    fig.update_xaxes(title_text="importance (% of variance explained)", ticksuffix=" %", row=1, col=2)
+    fig.update_yaxes(title_text="parameter", row=1, col=2)
+    fig.update_layout(title=f"{s['study']}: {s['objective']} ({s['sampler']})", height=480, template="plotly_white")
+    P.write_plotly_js(put("history.html").parent.parent)
+    src = "../" + P.PLOTLY_JS
+    put("history.html").write_text(P.document(f"optimisation history: {s['study']}",
+                                              ["<h1>Optimisation history</h1>", P.figure(fig, "fig-history")],
+                                              plotly_src=src, synthetic=synthetic), encoding="utf-8")
     if result.oos_equity is not None:
         eq = result.oos_equity
-        f2 = go.Figure(go.Scatter(x=(eq["ts_event"] // 1_000_000).cast(pl.Datetime("ms")).to_list(),
-                                  y=eq["equity"].to_list(), mode="lines", name="stitched OOS equity"))
-        f2.update_layout(title="walk-forward OOS equity (each fold's best parameters on its OOS window)")
-        f2.write_html(put("oos_equity.html"), include_plotlyjs="cdn")
+        ts = eq.get_column("ts_event").to_numpy().astype("datetime64[ns]").astype("datetime64[ms]")
+        f2 = go.Figure(go.Scatter(x=ts, y=eq["equity"].to_numpy(), mode="lines", name="stitched OOS equity"))
+        from aio.report import series as S
+
+        breaks = S.rangebreaks(S.gaps(eq.get_column("ts_event").to_numpy(),
+                                      S.bar_interval_ns(eq.get_column("ts_event").to_numpy())))
+        f2.update_xaxes(title_text="time (UTC)", rangebreaks=breaks)
+        f2.update_yaxes(title_text="equity (account currency)")
+        f2.update_layout(title="walk-forward out-of-sample equity (each fold's best parameters on its OOS window)",
+                         height=480, template="plotly_white")
+        put("oos_equity.html").write_text(P.document("out-of-sample equity",
+                                                     ["<h1>Out-of-sample equity</h1>", P.figure(f2, "fig-oos")],
+                                                     plotly_src=src, synthetic=synthetic), encoding="utf-8")

@@ -20,7 +20,6 @@ from aio.optimize.config import OptimizeConfig
 from aio.optimize.dsr import deflated_sharpe, return_moments
 from aio.optimize.evaluate import Context, bar_returns, equity_of
 from aio.optimize.objectives import OBJECTIVES, Objective
-from aio.optimize.signals_ops import concat_signals, slice_signals
 from aio.optimize.space import search_space
 from aio.optimize.storage import StorageSpec, parse_storage
 from aio.optimize.study import run_study
@@ -85,6 +84,30 @@ class OptimizeResult:
     oos_metrics: dict[str, Any] | None
     oos_equity: Any  # polars frame ts_event, equity (stitched OOS) or None
     summary: dict[str, Any]
+    oos: Any = None  # the stitched out-of-sample Evaluation (None without OOS folds)
+    warnings: list[str] = field(default_factory=list)
+
+
+def edge_warnings(space: dict[str, Any], params_by_fold: list[dict[str, Any]], tol: float = 0.05) -> list[str]:
+    """Best values within ``tol`` of their range's end: the search wanted to go further,
+    so the optimum may lie outside the range and the figures are a boundary artefact."""
+    out = []
+    for name, sp in space.items():
+        if sp.type not in ("int", "float") or sp.low is None or sp.high is None or sp.high <= sp.low:
+            continue
+        span = float(sp.high) - float(sp.low)
+        hits = []
+        for i, p in enumerate(params_by_fold):
+            v = p.get(name)
+            if v is None:
+                continue
+            v = float(v)
+            if v <= sp.low + tol * span or v >= sp.high - tol * span:
+                hits.append(f"fold {i + 1}: {v:g}")
+        if hits:
+            out.append(f"best {name} at the edge of its search range [{sp.low:g}, {sp.high:g}] ({'; '.join(hits)}): "
+                       f"widen optimize.space.{name} or treat the optimum as unknown")
+    return out
 
 
 def pick_best(study: optuna.Study, objectives: list[Objective]) -> optuna.trial.FrozenTrial | None:
@@ -177,17 +200,20 @@ def optimize_bars(ctx: Context, spec: StorageSpec, base_name: str, seed: int | N
         results.append(FoldResult(f, study, params, list(best.values), m_is, m_oos, d, row))
         log.info("fold optimised", fold=f.index + 1, folds=len(folds), best=params, is_value=is_v, oos_value=oos_v,
                  dsr=d["dsr"])
-    oos_metrics, oos_equity = None, None
+    oos_metrics, oos_equity, oos_eval = None, None, None
     oos_folds = [r for r in results if r.fold.oos is not None]
     if oos_folds:
-        parts = [slice_signals(ctx.signals(r.best_params), r.fold.oos.start, r.fold.oos.end) for r in oos_folds]
-        w = Window(oos_folds[0].fold.oos.start, oos_folds[-1].fold.oos.end)
-        res, oos_metrics, fw = ctx.backtest(concat_signals(parts), w, sliced=True)
+        parts = [(ctx.signals(r.best_params), r.fold.oos.start, r.fold.oos.end) for r in oos_folds]
+        oos_eval = ctx.ev.run_stitched(parts)
+        oos_metrics = oos_eval.metrics
         import polars as pl
 
-        eq = equity_of(res)
+        w = Window(oos_folds[0].fold.oos.start, oos_folds[-1].fold.oos.end)
+        fw = ctx.frame.slice(w.start, len(w))
+        eq = equity_of(oos_eval.result)
         ts = fw.get_column("ts_event").to_numpy()
         oos_equity = pl.DataFrame({"ts_event": ts[: len(eq)], "equity": eq[: len(ts)]})
+    warns = edge_warnings(ctx.space, [r.best_params for r in results])
     is_vals = [r.row[f"is_{obj0.name}"] for r in results]
     oos_v = obj0.value(oos_metrics) if oos_metrics is not None else None
     summary = {
@@ -208,25 +234,29 @@ def optimize_bars(ctx: Context, spec: StorageSpec, base_name: str, seed: int | N
         "deflated_sharpe": results[-1].dsr,
         "oos": oos_metrics,
         "folds": [r.row for r in results],
+        "warnings": warns,
         "seconds": round(time.perf_counter() - t0, 3),
     }
-    return OptimizeResult(results[-1].best_params, results, oos_metrics, oos_equity, summary)
+    return OptimizeResult(results[-1].best_params, results, oos_metrics, oos_equity, summary, oos_eval, warns)
 
 
-def build_context(run: Any, cfg: OptimizeConfig) -> Context:
-    from aio.appconfig import section
-    from aio.pipeline import backtest_config
+def build_context(run: Any, cfg: OptimizeConfig, spec: Any = None) -> Context:
+    from aio.backtest.evaluator import evaluator_for_run
 
-    if run.strategy is None:
+    spec = spec if spec is not None else run.strategy
+    if spec is None:
         raise ConfigError("optimize needs a strategy (the strategy stage runs first)")
-    space = search_space(run.strategy, cfg.params, cfg.space)
+    return context_for(evaluator_for_run(run), spec, cfg)
+
+
+def context_for(ev: Any, spec: Any, cfg: OptimizeConfig) -> Context:
+    """A search over ``spec``'s parameters on the evaluator's bars (the pipeline's and
+    the discovery funnel's way in)."""
+    space = search_space(spec, cfg.params, cfg.space)
     if not space:
-        raise ConfigError(f"strategy {run.strategy.name!r} has no parameters to search (strategy.space is empty)")
-    fixed = {k: v for k, v in run.strategy.params.items() if k not in space}
-    sizer = section(run.cfg, "sizer") or None
-    return Context(frame=run.bars.frame, spec=run.strategy, bt=backtest_config(run), sizer=sizer,
-                   predictions=dict(run.predictions or {}), objectives=resolve_objectives(cfg), cfg=cfg,
-                   space=space, fixed=fixed, timeframe=run.bars.timeframe, symbol=run.bars.symbol)
+        raise ConfigError(f"strategy {spec.name!r} has no parameters to search (strategy.space is empty)")
+    fixed = {k: v for k, v in spec.params.items() if k not in space}
+    return Context(ev=ev, spec=spec, objectives=resolve_objectives(cfg), cfg=cfg, space=space, fixed=fixed)
 
 
 def optimize_run(run: Any) -> dict[str, Any]:
@@ -244,10 +274,15 @@ def optimize_run(run: Any) -> dict[str, Any]:
     seed = cfg.seed if cfg.seed is not None else run.seed
     result = optimize_bars(ctx, spec, base, seed)
     out_dir = Path(run.run_dir) / "optimize"
-    files = write_reports(result, ctx, out_dir, plots=cfg.write_plots)
+    files = write_reports(result, ctx, out_dir, plots=cfg.write_plots, synthetic=run.synthetic)
+    if result.oos is not None:  # the headline's own trades, each fold's parameters on its OOS bars
+        from aio.backtest import write_trades_csv
+
+        files["oos_trades"] = write_trades_csv(result.oos.result, out_dir / "oos_trades.csv", synthetic=run.synthetic)
     for name, path in files.items():
         run.artifacts[f"optimize/{name}"] = str(path)
     run.metrics["optimize"] = result.summary
     run.metrics["best_params"] = result.best_params
+    run.optimize = result
     run.objective = result.summary.get("oos_objective")
     return result.best_params

@@ -1,4 +1,4 @@
-"""Sampler plugins: optimize.name -> an Optuna sampler.
+"""Sampler plugins (kind ``sampler``): optimize.name -> an Optuna sampler.
 
 ``grid`` is run as a fixed list of feasible combinations queued in the study (so
 constraints such as ``fast < slow`` remove points instead of wasting trials, and
@@ -12,6 +12,8 @@ import warnings
 from typing import Any
 
 import optuna
+
+from aio.registry import View
 
 
 def tpe(cfg: Any, seed: int | None) -> optuna.samplers.BaseSampler:
@@ -45,9 +47,14 @@ def nsga2(cfg: Any, seed: int | None) -> optuna.samplers.BaseSampler:
     return optuna.samplers.NSGAIISampler(seed=seed, **opts)
 
 
-SAMPLERS = {"tpe": tpe, "cmaes": cmaes, "random": random, "grid": grid, "nsga2": nsga2}
+BUILTIN_SAMPLERS = {"tpe": tpe, "cmaes": cmaes, "random": random, "grid": grid, "nsga2": nsga2}
+
+# ``SAMPLERS[name](cfg, seed)``: every lookup goes through the registry, so a plugin
+# sampler (kind ``sampler``: a callable (optimize config, seed) -> optuna sampler)
+# is chosen with ``optimize.name=NAME`` like a built-in.
+SAMPLERS = View("sampler")
 
 
 def register(registry) -> None:
-    for name, fn in SAMPLERS.items():
+    for name, fn in BUILTIN_SAMPLERS.items():
         registry.add("sampler", name, fn)

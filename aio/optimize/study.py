@@ -18,7 +18,8 @@ from aio.optimize.evaluate import Context, Infeasible, evaluate_window
 from aio.optimize.samplers import SAMPLERS
 from aio.optimize.space import feasible, grid, suggest
 from aio.optimize.storage import (
-    SURPLUS_ATTR, WORKER_ATTR, StorageSpec, claim_lock, counted, fail_stale, is_surplus, open_storage, worker_id,
+    SURPLUS_ATTR, WORKER_ATTR, StorageSpec, claim_lock, counted, fail_stale, heartbeat_enabled, is_surplus,
+    open_storage, running_trials, worker_id,
 )
 from aio.optimize.walkforward import Window
 
@@ -119,19 +120,35 @@ def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=make_pruner(ctx))
     me = worker_id()
     fn = objective_fn(ctx, window)
-    done = fails = 0
+    # With a heartbeat, a worker that reached the target waits until no trial runs, so every
+    # worker (and machine) reads the same finished study. Live workers finish their trials;
+    # a dead one stops beating and fail_stale fails its trial one grace period later.
+    wait = spec.shareable and heartbeat_enabled(study._storage)
+    poll = min(1.0, float(study._storage.get_heartbeat_interval() or 1)) if wait else 0.0
+    done = fails = waited = 0
     while deadline is None or time.time() < deadline:
+        trial = None
         with claim_lock(spec, study_name) as exclusive:
+            if spec.shareable:
+                fail_stale(study)  # a dead worker's trial must not count as running forever
             n = counted(study, cfg.count_failed, exclusive)
             if progress is not None:
                 progress(n)
-            if n >= target:
+            if n < target:
+                with warnings.catch_warnings():
+                    # we run the heartbeat thread ourselves around each trial (_heartbeat)
+                    warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
+                    trial = study.ask()
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
+        if trial is None:
+            running = running_trials(study) if wait else 0
+            if not running:
                 break
-            with warnings.catch_warnings():
-                # we run the heartbeat thread ourselves around each trial (_heartbeat)
-                warnings.filterwarnings("ignore", message="Heartbeat of storage", category=UserWarning)
-                trial = study.ask()
-            study._storage.set_trial_system_attr(trial._trial_id, WORKER_ATTR, me)
+            if waited % 60 == 0:
+                log.info("waiting for trials of other workers", study=study_name, running=running)
+            waited += 1
+            time.sleep(poll)
+            continue
         if not exclusive and is_surplus(study, trial.number, target, cfg.count_failed):
             study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
             study.tell(trial, state=TrialState.FAIL)
@@ -177,7 +194,7 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
     if before >= target:
         log.info("study already complete", study=study_name, trials=before, target=target)
         return study
-    log.info("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,
+    log.debug("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,
              have=before, target=target, workers=n_workers, sampler=cfg.name)
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
     procs = []
@@ -190,12 +207,13 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
                             daemon=False, name=f"aio-optimize-{i}")
             p.start()
             procs.append(p)
-    from tqdm.auto import tqdm
+    from aio.progress import bar as tqdm  # rich bars that keep clear of log lines
 
     bar = tqdm(total=target, initial=before, desc=label or study_name, unit="trial", leave=False,
                disable=None, mininterval=0.5)
 
     def progress(n: int) -> None:
+        log.debug("trials counted", study=study_name, trials=n, target=target)  # log.jsonl only
         bar.n = min(n, target)
         bar.refresh()
 

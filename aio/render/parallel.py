@@ -89,7 +89,7 @@ def iter_render_pngs(
     pool_threshold: int = POOL_THRESHOLD,
 ) -> Iterator[list[bytes]]:
     """PNG bytes of the windows ending at ``ends``, yielded ``chunk`` charts at a time, in order."""
-    from tqdm.auto import tqdm
+    from aio.progress import bar as tqdm  # rich bars that keep clear of log lines
 
     ends = np.asarray(ends, dtype=np.int64)
     total = len(ends)

@@ -29,7 +29,7 @@ class PlotlyConfig:
     overlays: list[IndicatorSpec] = param(default_factory=_default_overlays, help="indicators on the price pane")
     oscillators: list[IndicatorSpec] = param(default_factory=list, help="indicators in their own pane")
     template: str = param("plotly_white", help="plotly template name")
-    include_plotlyjs: str = param("cdn", choices=["cdn", "inline"], help="'inline' embeds plotly.js (works offline, ~4 MB)")
+    include_plotlyjs: str = param("inline", choices=["cdn", "inline"], help="inline embeds plotly.js (offline, ~4 MB); cdn needs a network")
 
 
 class PlotlyRenderer(Renderer):

@@ -1,10 +1,14 @@
 """One table ranking the jobs of a Hydra multirun.
 
 Each job folder (``<sweep dir>/<job number>/``) holds ``metrics.json`` and
-``.hydra/overrides.yaml``; the table ranks jobs by their out-of-sample objective
-(``metrics.optimize.oos_objective``, the stitched walk-forward OOS result) and,
-for jobs without a search, by a backtest metric (``--metric``). Written as
-``leaderboard.csv``, ``.json`` and ``.html`` in the sweep folder, automatically at
+``.hydra/overrides.yaml``; the table ranks jobs by their headline
+(:mod:`aio.report.headline`): with a search, the search objective on the stitched
+walk-forward out-of-sample windows; without one, the full-period net profit (ranked
+after the searched jobs), or any dotted metrics key given as ``--metric``. Jobs whose
+manifest says ``status: failed`` (or that left no metrics) are not ranked; they are
+listed below the table. Written as
+``leaderboard.csv``, ``.json`` and ``.html`` (sortable, each job linked to its
+``report.html``, plotly.js next to it) in the sweep folder, automatically at
 the end of a multirun (:class:`LeaderboardCallback`, configured in
 ``conf/hydra/default.yaml``) or by hand::
 
@@ -17,16 +21,23 @@ import argparse
 import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import structlog
 
+from aio.report import fmt, page
+from aio.report.headline import FULL, OOS
+from aio.report.headline import read as headline
+from aio.report.page import PLOTLY_JS, write_plotly_js
+
 log = structlog.get_logger(__name__)
 
 FALLBACK_METRIC = "backtest.net_profit"
 MINIMIZE = {"max_drawdown", "max_drawdown_pct"}
-SHOWN = ("net_profit", "sharpe", "sortino", "profit_factor", "max_drawdown", "trade_count")
+SHOWN = ("net_profit", "return_pct", "sharpe", "sortino", "profit_factor", "max_drawdown", "max_drawdown_pct",
+         "win_rate_pct", "win_rate", "trade_count")
 
 
 def _get(d: Any, dotted: str) -> Any:
@@ -65,6 +76,21 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(out, key=key)
 
 
+def _failed(job: Path) -> str | None:
+    """Why a job is not ranked, or None: its manifest says failed, or it left no metrics."""
+    man = job / "manifest.json"
+    if man.is_file():
+        try:
+            m = json.loads(man.read_text())
+        except ValueError:
+            return "manifest.json unreadable"
+        if isinstance(m, dict) and m.get("status") == "failed":
+            return str(m.get("error") or m.get("reason") or "status: failed")
+    if not (job / "metrics.json").is_file():
+        return "no metrics.json (the job stopped before the end)"
+    return None
+
+
 def collect(sweep_dir: str | Path, metric: str | None = None) -> list[dict[str, Any]]:
     """One row per job; ``score`` is the ranking value (see module doc)."""
     sweep_dir = Path(sweep_dir)
@@ -76,32 +102,37 @@ def collect(sweep_dir: str | Path, metric: str | None = None) -> list[dict[str, 
             if "=" in o:
                 k, v = o.split("=", 1)
                 row[f"override.{k.lstrip('+~')}"] = v
-        mpath = job / "metrics.json"
-        if not mpath.is_file():
-            row.update(status="failed", score=None, score_source=None)
+        why = _failed(job)
+        if why is not None:
+            row.update(status="failed", score=None, score_source=None, reason=why)
             rows.append(row)
             continue
-        m = json.loads(mpath.read_text())
+        m = json.loads((job / "metrics.json").read_text())
+        h = headline(m)
+        hm = h.get("metrics") or {}
         opt = m.get("optimize") if isinstance(m.get("optimize"), dict) else None
         if metric:
             score, source = _num(_get(m, metric)), metric
             direction = "minimize" if metric.split(".")[-1] in MINIMIZE else "maximize"
-        elif opt is not None and opt.get("oos_objective") is not None:
-            score, source = _num(opt.get("oos_objective")), f"oos.{opt.get('objective')}"
-            direction = opt.get("direction", "maximize")
+        elif h.get("sample") == OOS and opt is not None and opt.get("objective"):
+            obj = opt["objective"]
+            score = _num(hm.get(obj)) if hm.get(obj) is not None else _num(opt.get("oos_objective"))
+            source, direction = f"oos.{obj}", opt.get("direction", "maximize")
         else:
-            score, source = _num(_get(m, FALLBACK_METRIC)), FALLBACK_METRIC
-            direction = "maximize"
-        row.update(status="ok", score=score, score_source=source, direction=direction,
-                   synthetic=bool(m.get("synthetic", False)))
+            score, source, direction = _num(hm.get("net_profit")), f"{h.get('sample', FULL)}.net_profit", "maximize"
+        row.update(status="ok", score=score, score_source=source, direction=direction, sample=h.get("sample"),
+                   synthetic=bool(m.get("synthetic", False)), warning_count=len(h.get("warnings") or []),
+                   ruin=bool(h.get("ruin")))
+        if (job / "report.html").is_file():
+            row["report"] = str(job / "report.html")
+        for k in SHOWN:
+            row[f"headline.{k}"] = _num(hm.get(k))
         if opt is not None:
             row.update(objective=opt.get("objective"), is_objective=_num(opt.get("is_objective")),
                        oos_objective=_num(opt.get("oos_objective")), degradation_pct=_num(opt.get("degradation_pct")),
                        dsr=_num(opt.get("dsr")), trials=opt.get("n_trials"))
-            for k in SHOWN:
-                row[f"oos.{k}"] = _num(_get(opt, f"oos.{k}"))
         bt = m.get("backtest") if isinstance(m.get("backtest"), dict) else {}
-        for k in SHOWN:
+        for k in ("net_profit", "sharpe", "trade_count"):
             row[f"backtest.{k}"] = _num(bt.get(k))
         if m.get("params"):
             row["params"] = json.dumps(m["params"], sort_keys=True)
@@ -111,7 +142,8 @@ def collect(sweep_dir: str | Path, metric: str | None = None) -> list[dict[str, 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Best first; jobs scored on different metrics are ranked within their metric
-    group (groups in order of their best job), failed jobs last."""
+    group (out-of-sample groups first, then in order of the group's name); failed
+    jobs come last, unranked."""
 
     def signed(r: dict) -> float:
         s = r.get("score")
@@ -127,10 +159,12 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # OOS-scored jobs first: they are the honest ones.
     for src in sorted(groups, key=lambda s: (not s.startswith("oos."), s)):
         ordered += sorted(groups[src], key=signed, reverse=True)
-    ordered += [r for r in rows if r.get("status") != "ok"]
     for i, r in enumerate(ordered, 1):
         r["rank"] = i
-    return ordered
+    failed = [r for r in rows if r.get("status") != "ok"]
+    for r in failed:
+        r["rank"] = None
+    return ordered + failed
 
 
 def _columns(rows: list[dict[str, Any]]) -> list[str]:
@@ -156,7 +190,8 @@ def write(sweep_dir: str | Path, metric: str | None = None, out_dir: str | Path 
             w.writerow({k: r.get(k) for k in cols})
     paths["json"].write_text(json.dumps({"sweep_dir": str(sweep_dir), "metric": metric, "jobs": rows}, indent=2,
                                         default=str))
-    paths["html"].write_text(_html(rows, cols, sweep_dir))
+    write_plotly_js(out)
+    paths["html"].write_text(_html(rows, sweep_dir, out), encoding="utf-8")
     log.info("leaderboard written", jobs=len(rows), path=str(paths["csv"]))
     return paths
 
@@ -165,32 +200,66 @@ def _fmt(v: Any) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
-        return f"{v:,.4g}" if abs(v) < 1e5 else f"{v:,.0f}"
+        return fmt.ratio(v)
     return str(v)
 
 
-def _html(rows: list[dict[str, Any]], cols: list[str], sweep_dir: Path) -> str:
-    shown = [c for c in cols if c not in ("run_dir",)]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in shown)
-    body = []
-    for r in rows:
-        cls = ' class="failed"' if r.get("status") != "ok" else ""
-        cells = "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in shown)
-        body.append(f"<tr{cls}>{cells}</tr>")
-    synthetic = any(r.get("synthetic") for r in rows)
-    note = "<p><b>SYNTHETIC DATA</b> in at least one job: not market results.</p>" if synthetic else ""
-    return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>aio leaderboard</title>
-<style>body{{font-family:sans-serif;margin:1em}}table{{border-collapse:collapse;font-size:13px}}
-td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}}th{{background:#eee}}
-tr.failed td{{color:#a00}}</style></head>
-<body><h2>Leaderboard: {html.escape(str(sweep_dir))}</h2>{note}
-<p>Ranked by the out-of-sample objective of each job's walk-forward search (score_source oos.*);
-jobs without a search are ranked after them by {html.escape(FALLBACK_METRIC)} (in-sample: treat with care).</p>
-<table><tr>{head}</tr>
-{chr(10).join(body)}
-</table></body></html>
-"""
+HTML_COLS = ["rank", "job", "score", "score_source", "headline.net_profit", "headline.return_pct", "headline.sharpe",
+             "headline.sortino", "headline.max_drawdown_pct", "headline.profit_factor", "headline.win_rate_pct", "headline.win_rate",
+             "headline.trade_count", "warning_count", "ruin", "degradation_pct", "dsr", "backtest.net_profit",
+             "backtest.sharpe", "overrides", "params"]
+HEADERS = {"score_source": "ranked by", "headline.net_profit": "net profit (acct ccy)", "headline.return_pct": "return",
+           "headline.sharpe": "Sharpe", "headline.sortino": "Sortino", "headline.max_drawdown_pct": "max drawdown",
+           "headline.profit_factor": "profit factor", "headline.win_rate": "win rate", "headline.win_rate_pct": "win rate", "headline.trade_count": "trades",
+           "degradation_pct": "IS->OOS degradation", "dsr": "deflated Sharpe (prob.)",
+           "backtest.net_profit": "IS full-period net profit", "backtest.sharpe": "IS full-period Sharpe"}
+
+
+def _html(rows: list[dict[str, Any]], sweep_dir: Path, out: Path) -> str:
+    ranked = [r for r in rows if r.get("status") == "ok"]
+    failed = [r for r in rows if r.get("status") != "ok"]
+    for r in ranked:
+        if r.get("report"):
+            r["_href"] = os.path.relpath(r["report"], out)
+    shown = [c for c in HTML_COLS if any(r.get(c) is not None for r in ranked)]
+    # the score reads in its own metric's unit
+    table_rows = [{**r, "score": r.get("score")} for r in ranked]
+    body = [f"<h1>Leaderboard</h1><p class='note'>{html.escape(str(sweep_dir))}: {len(ranked)} ranked jobs"
+            f"{f', {len(failed)} failed' if failed else ''}.</p>",
+            "<p>Ranked by each job's headline: the search objective on the stitched walk-forward out-of-sample "
+            "windows (ranked by oos.*), then jobs without a search by their full-period net profit (in sample: "
+            "treat with care). Click a header to sort; click a job to open its report.</p>"]
+    tbl = page.table(table_rows, shown, headers=HEADERS, left=("job", "score_source", "overrides", "params"),
+                     links={"job": "_href"}, table_id="leaderboard", unit_keys={"score": "score_source"})
+    body.append(f"<div class='scroll'>{tbl}</div>")
+    fig = _scatter(ranked)
+    if fig is not None:
+        body.append(page.figure(fig, "fig-leaderboard"))
+    if failed:
+        body.append("<h2>Failed jobs (not ranked)</h2>" + page.table(failed, ["job", "overrides", "reason"],
+                                                                    left=("job", "overrides", "reason"),
+                                                                    sortable=False))
+    synthetic = "in at least one job" if any(r.get("synthetic") for r in ranked) else False
+    return page.document("aio leaderboard", body, plotly_src=PLOTLY_JS, synthetic=synthetic)
+
+
+def _scatter(rows: list[dict[str, Any]]) -> Any:
+    pts = [r for r in rows if r.get("headline.return_pct") is not None and r.get("headline.max_drawdown_pct") is not None]
+    if not pts:
+        return None
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Scatter(
+        x=[-abs(r["headline.max_drawdown_pct"]) for r in pts], y=[r["headline.return_pct"] for r in pts],
+        mode="markers+text", text=[f"job {r['job']}" for r in pts], textposition="top center",
+        marker={"size": 11, "color": ["#1a9850" if r["headline.return_pct"] > 0 else "#d73027" for r in pts]},
+        customdata=[r.get("overrides", "") for r in pts],
+        hovertemplate="%{text}<br>return %{y:.2f} %<br>max drawdown %{x:.2f} %<br>%{customdata}<extra></extra>"))
+    fig.update_xaxes(title_text="headline max drawdown (%)", ticksuffix=" %")
+    fig.update_yaxes(title_text="headline return (%)", ticksuffix=" %")
+    fig.update_layout(template="plotly_white", height=420, title="headline return against drawdown, one dot per job",
+                      margin={"l": 70, "r": 20, "t": 60, "b": 60})
+    return fig
 
 
 try:
@@ -229,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = write(d, args.metric, args.out)
     rows = json.loads(paths["json"].read_text())["jobs"]
     for r in rows[:10]:
-        print(f"{r['rank']:>3}  job {r['job']:>4}  {_fmt(r.get('score')):>12}  {r.get('score_source') or r.get('status')}"
+        print(f"{r['rank'] or '-':>3}  job {r['job']:>4}  {_fmt(r.get('score')):>12}  {r.get('score_source') or r.get('status')}"
               f"  {r.get('overrides', '')}")
     print(f"leaderboard: {paths['csv']}")
     return 0

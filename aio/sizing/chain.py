@@ -30,7 +30,7 @@ import structlog
 
 from aio.config import build
 from aio.errors import ConfigError
-from aio.sizing.steps import STEPS, LimitsConfig, SizerBase, SizingInputs, StepDef, constraints
+from aio.sizing.steps import LimitsConfig, SizerBase, SizingInputs, StepDef, constraints
 
 log = structlog.get_logger(__name__)
 
@@ -61,14 +61,30 @@ class Chain:
         return len(self.steps) == 1 and self.steps[0][0].name == step and self.limits == LimitsConfig()
 
 
+def _step_names() -> list[str]:
+    from aio.registry import registry
+
+    return registry.names("sizer")
+
+
 def _step(name: Any, where: str) -> StepDef:
-    if name not in STEPS:
+    """The sizer step registered as ``name`` (kind ``sizer``: built-ins and plugins alike)."""
+    from aio.registry import registry
+
+    names = _step_names()
+    if name not in names:
         import difflib
 
-        close = difflib.get_close_matches(str(name), list(STEPS), n=1)
+        close = difflib.get_close_matches(str(name), names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"config key {where}={name!r} is not a sizer step.{hint} Steps: {', '.join(STEPS)}")
-    return STEPS[name]
+        raise ConfigError(f"config key {where}={name!r} is not a sizer step.{hint} Steps: {', '.join(names)}")
+    st = registry.get("sizer", name)
+    if not isinstance(st, StepDef) or not (isinstance(st.config, type) and issubclass(st.config, SizerBase)):
+        raise ConfigError(
+            f"sizer plugin {name!r} must be an aio.sizing.steps.StepDef whose config extends "
+            f"aio.sizing.steps.SizerBase (got {type(st).__name__}); see docs/sizing.md"
+        )
+    return st
 
 
 def parse_chain(section: Mapping[str, Any] | None) -> Chain | None:
@@ -87,7 +103,7 @@ def parse_chain(section: Mapping[str, Any] | None) -> Chain | None:
     for i, item in enumerate(cfg.then):
         where = f"sizer.then[{i}]"
         if not isinstance(item, Mapping) or "name" not in item:
-            raise ConfigError(f"config key {where} must be a mapping with a 'name' (one of: {', '.join(STEPS)})")
+            raise ConfigError(f"config key {where} must be a mapping with a 'name' (one of: {', '.join(_step_names())})")
         st = _step(item["name"], f"{where}.name")
         sub = build(st.config, {k: v for k, v in item.items() if k not in ("then", "limits")}, where)
         steps.append((st, sub))
@@ -107,9 +123,11 @@ def _run_chain(chain: Chain, x: SizingInputs, idx: np.ndarray) -> list[np.ndarra
     return out
 
 
-def _base_units(bt: Any, close: np.ndarray, equity: np.ndarray) -> np.ndarray:
+def _base_units(bt: Any, unit_price: np.ndarray, equity: np.ndarray) -> np.ndarray:
+    """The backtest's own quantity in units; ``unit_price``: one unit's value in account currency."""
     qty_type = getattr(bt, "qty_type", "fixed")
     qty = float(getattr(bt, "qty", 1.0))
+    close = unit_price
     with np.errstate(divide="ignore", invalid="ignore"):
         if qty_type == "cash":
             return np.nan_to_num(qty / close, nan=0.0, posinf=0.0)
@@ -140,7 +158,7 @@ def _rolling_trade_stats(n: int, exit_bar: np.ndarray, pnl_unit: np.ndarray, loo
     return win_rate, avg_win, avg_loss, cnt
 
 
-def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarray) -> dict[str, np.ndarray]:
+def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarray, rates: Any = None) -> dict[str, np.ndarray]:
     """Run the strategy at ``ref_units`` per order (0: entry skipped): decision bar, exit
     bar and profit per unit of every closed trade."""
     from aio.backtest import run_backtest
@@ -149,7 +167,7 @@ def shadow_trades(frame: Any, signals: Any, bt: Any, ref_units: float | np.ndarr
     n = len(signals.orders[0].when) if signals.orders else 0
     sig.size = np.broadcast_to(np.asarray(ref_units, dtype=np.float64), (n,)).copy()
     sig.size_steps = {}
-    result = run_backtest(frame, sig, bt)
+    result = run_backtest(frame, sig, bt, rates=rates)
     return trade_bars(result, frame, bt)
 
 
@@ -195,6 +213,7 @@ def size_signals(
     signals: Any,
     bt: Any,
     predictions: Mapping[str, np.ndarray] | None = None,
+    rates: Any = None,
 ) -> tuple[Any, Any]:
     """Fill ``signals.size`` and ``signals.size_steps`` for the bars in ``frame``.
 
@@ -212,6 +231,8 @@ def size_signals(
         return signals, bt
     close = np.ascontiguousarray(frame.get_column("close").to_numpy(), dtype=np.float64)
     n = len(close)
+    # budgets are in account currency: one unit costs close x contract x rate of it
+    unit_price = close * bt.instrument_spec().contract_size * (rates[1] if rates is not None else 1.0)
     initial = float(getattr(bt, "initial_capital", 100_000.0))
     lookback = max([c.lookback for s, c in chain.steps if s.name == "kelly"] or [50])
     base_eq = np.full(n, initial)
@@ -227,7 +248,10 @@ def size_signals(
         avg_loss=np.zeros(n),
         n_closed=np.zeros(n),
         predictions={k: np.asarray(v) for k, v in (predictions or {}).items()},
-        base_units=_base_units(bt, close, base_eq),
+        base_units=_base_units(bt, unit_price, base_eq),
+        to_account=unit_price / close,
+        qty_step=bt.instrument_spec().qty_step,
+        qty_min=bt.instrument_spec().qty_min,
     )
     history = chain.needs_history or getattr(bt, "qty_type", "fixed") == "percent_of_equity"
     if not history:
@@ -243,16 +267,16 @@ def size_signals(
         # pattern is stable, so the real run has exactly the shadow's trades.
         # Win rate and payoff come from the strategy's paper trades (every entry taken), so
         # a Kelly sizer that sat out can see the edge come back.
-        paper = shadow_trades(frame, signals, bt, ref)
+        paper = shadow_trades(frame, signals, bt, ref, rates)
         x.win_rate, x.avg_win, x.avg_loss, x.n_closed = _rolling_trade_stats(n, paper["exit"], paper["pnl_unit"], lookback)
         skip = np.zeros(n, dtype=bool)
         for it in range(MAX_SHADOW_RUNS):
-            tr = paper if it == 0 else shadow_trades(frame, signals, bt, np.where(skip, 0.0, ref))
+            tr = paper if it == 0 else shadow_trades(frame, signals, bt, np.where(skip, 0.0, ref), rates)
             x.equity, x.peak = base_eq.copy(), base_eq.copy()
-            x.base_units = _base_units(bt, close, base_eq)
+            x.base_units = _base_units(bt, unit_price, base_eq)
             sizes = _size_trades(chain, x, bt, tr)
             x.equity, x.peak = _equity_path(n, initial, tr, sizes)
-            x.base_units = _base_units(bt, close, x.equity)
+            x.base_units = _base_units(bt, unit_price, x.equity)
             steps = _run_chain(chain, x, np.arange(n))
             new_skip = entry_bars & ~(steps[-1] > 0)
             if np.array_equal(new_skip, skip):
@@ -300,7 +324,7 @@ def _size_trades(chain: Chain, x: SizingInputs, bt: Any, tr: dict[str, np.ndarra
         eq = x.initial_capital + realised
         x.equity[d], x.peak[d] = eq, max(peak, eq)
         if getattr(bt, "qty_type", "fixed") == "percent_of_equity":
-            x.base_units[d] = _base_units(bt, x.close[d : d + 1], x.equity[d : d + 1])[0]
+            x.base_units[d] = _base_units(bt, x.close[d : d + 1] * x.to_account[d : d + 1], x.equity[d : d + 1])[0]
         sizes[j] = _run_chain(chain, x, np.array([d]))[-1][0]
         sized[j] = True
     return sizes
@@ -315,4 +339,6 @@ def describe(chain: Chain) -> dict[str, Any]:
 
 
 def config_types() -> dict[str, type[SizerBase]]:
-    return {name: st.config for name, st in STEPS.items()}
+    from aio.registry import registry
+
+    return {name: registry.get("sizer", name).config for name in registry.names("sizer")}

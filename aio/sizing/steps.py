@@ -36,6 +36,13 @@ class SizingInputs:
     n_closed: np.ndarray  # number of trades in the window
     predictions: dict[str, np.ndarray] = field(default_factory=dict)
     base_units: np.ndarray | None = None  # the backtest's own quantity as units per bar
+    # account currency per 1.0 of price per unit (contract size x quote->account rate):
+    # money budgets become units through it, so no sizer assumes a USD-quoted pair
+    to_account: np.ndarray | float = 1.0
+    # the instrument's quantity step and minimum: the broker places only these sizes, so
+    # the chain rounds to them too and its equity path is the broker's
+    qty_step: float = 0.0
+    qty_min: float = 0.0
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -120,6 +127,11 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
+def _acct(x: SizingInputs, idx: np.ndarray) -> np.ndarray | float:
+    a = x.to_account
+    return a[idx] if isinstance(a, np.ndarray) else a
+
+
 def fixed(size: np.ndarray, x: SizingInputs, c: FixedConfig, idx: np.ndarray) -> np.ndarray:
     """Fixed units per order (default: the backtest's configured quantity)."""
     if c.units is not None:
@@ -129,7 +141,7 @@ def fixed(size: np.ndarray, x: SizingInputs, c: FixedConfig, idx: np.ndarray) ->
 
 def percent_of_equity(size: np.ndarray, x: SizingInputs, c: PercentConfig, idx: np.ndarray) -> np.ndarray:
     """Order value = percent of realised equity at the decision bar."""
-    return _safe_div(c.percent / 100.0 * x.equity[idx], x.close[idx])
+    return _safe_div(c.percent / 100.0 * x.equity[idx], x.close[idx] * _acct(x, idx))
 
 
 def _atr(x: SizingInputs, length: int) -> np.ndarray:
@@ -146,7 +158,7 @@ def vol_target(size: np.ndarray, x: SizingInputs, c: VolTargetConfig, idx: np.nd
     """Risk ``risk_pct`` of equity over ``atr_mult`` ATRs: units = risk / (mult * ATR)."""
     atr = _atr(x, c.atr_length)[idx]
     equity = x.equity[idx] if c.compound else np.full(len(idx), x.initial_capital)
-    return _safe_div(c.risk_pct / 100.0 * equity, c.atr_mult * np.nan_to_num(atr, nan=0.0))
+    return _safe_div(c.risk_pct / 100.0 * equity, c.atr_mult * np.nan_to_num(atr, nan=0.0) * _acct(x, idx))
 
 
 def kelly(size: np.ndarray, x: SizingInputs, c: KellyConfig, idx: np.ndarray) -> np.ndarray:
@@ -162,7 +174,7 @@ def kelly(size: np.ndarray, x: SizingInputs, c: KellyConfig, idx: np.ndarray) ->
     # Before any losing trade there is no loss per unit to risk against: use the price.
     per_unit_loss = np.where(ready & (al > 0), al, np.nan)
     units = _safe_div(f * x.equity[idx], np.nan_to_num(per_unit_loss, nan=0.0))
-    fallback = _safe_div(f * x.equity[idx], x.close[idx] * 0.01)  # 1% adverse move
+    fallback = _safe_div(f * x.equity[idx], x.close[idx] * 0.01 * _acct(x, idx))  # 1% adverse move
     return np.where(np.isfinite(per_unit_loss), units, fallback)
 
 
@@ -203,14 +215,18 @@ def constraints(size: np.ndarray, x: SizingInputs, c: LimitsConfig, idx: np.ndar
     s = np.nan_to_num(np.asarray(size, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
     s = np.maximum(s, 0.0)
     if c.max_leverage is not None:
-        s = np.minimum(s, _safe_div(c.max_leverage * np.maximum(x.equity[idx], 0.0), x.close[idx]))
+        s = np.minimum(s, _safe_div(c.max_leverage * np.maximum(x.equity[idx], 0.0), x.close[idx] * _acct(x, idx)))
     if c.max_units is not None:
         s = np.minimum(s, c.max_units)
     if c.lot_step is not None:
         # a hair of tolerance so 3 * 0.1 lots stays 3 lots and not 2
         s = np.floor(s / c.lot_step + 1e-9) * c.lot_step
+    if x.qty_step > 0:
+        s = np.floor(s / x.qty_step + 1e-9) * x.qty_step
     if c.min_units > 0:
         s = np.where(s < c.min_units, 0.0, s)
+    if x.qty_min > 0:
+        s = np.where(s < x.qty_min, 0.0, s)
     return s
 
 

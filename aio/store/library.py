@@ -4,7 +4,13 @@ Writes are idempotent upserts (``merge_insert`` on a deterministic key), made in
 transactions of ``write_batch_rows`` rows. Lance commits a new table version per
 transaction and only a committed manifest is ever read, so a writer that dies mid-write
 leaves the table at its last committed version; re-running the write completes it
-without duplicates.
+without duplicates. Processes writing the same library at once are serialised per table
+(:mod:`aio.store.tables`), so racing writers never duplicate a key either.
+
+Each embedding space has its own patterns table, named from the embedding width and a
+hash of the model id (``patterns_64d_<hash>``): a library that holds 64-wide chartnet
+embeddings takes 32-wide price-path embeddings next to them, and a query only ever
+searches the table of its own model and width.
 """
 
 from __future__ import annotations
@@ -14,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-import lancedb
 import numpy as np
 import polars as pl
 import pyarrow as pa
@@ -24,6 +29,7 @@ import structlog
 from aio.errors import AioError, DataError
 from aio.store.config import LanceDBStoreConfig, memory_rows, resolve_path
 from aio.store.exact import Snapshot
+from aio.store.ids import short_hash
 from aio.store.rowcache import RowCache
 from aio.store.filters import PatternFilter, where_clause
 from aio.store.records import (
@@ -40,10 +46,11 @@ from aio.store.records import (
     strategy_from_row,
 )
 from aio.store.stats import OutcomeStats, outcome_stats
+from aio.store.tables import LockedDB
 
 log = structlog.get_logger(__name__)
 
-PATTERNS = "patterns"
+PATTERNS = "patterns"  # the legacy single table; now the prefix of the per-model tables
 STRATEGIES = "strategies"
 PERFORMANCE = "performance"
 FILTER_TIME_COLUMNS = ("ts_init", "label_end_ts")
@@ -76,6 +83,24 @@ class IndexStatus:
 
 
 @dataclass
+class _ReadState:
+    """What a patterns table's searches cache for the version they read."""
+
+    state: tuple[bool, int] | None = None  # (has ANN index, rows)
+    snap: Snapshot | None = None
+    rows: RowCache | None = None
+
+
+def pattern_table_name(model_id: str, dim: int) -> str:
+    """The table of one embedding space: width and model (hashed: ids may hold any character)."""
+    return f"{PATTERNS}_{int(dim)}d_{short_hash('model', str(model_id), n=12)}"
+
+
+def _dim_of(name: str) -> int:
+    return int(name[len(PATTERNS) + 1:].split("d_", 1)[0])
+
+
+@dataclass
 class SearchResult:
     """k nearest patterns (closest first, ``_distance`` column) and their outcome statistics."""
 
@@ -89,13 +114,10 @@ class PatternLibrary:
     def __init__(self, path: str | Path, config: LanceDBStoreConfig | None = None) -> None:
         self.path = Path(path)
         self.cfg = config or LanceDBStoreConfig()
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._db = lancedb.connect(str(self.path))
-        self._tables: dict[str, Any] = {}
-        self._dim: int | None = None
-        self._state: tuple[bool, int] | None = None  # (has ANN index, rows) of the read version
-        self._snap: Snapshot | None = None
-        self._rows: RowCache | None = None
+        self._db = LockedDB(self.path)
+        self._read: dict[str, _ReadState] = {}
+        self._written: list[str] = []  # pattern tables this library wrote, last last
+        self._migrated = False
 
     @classmethod
     def from_config(cls, cfg: LanceDBStoreConfig, run_dir: str | Path | None = None) -> "PatternLibrary":
@@ -107,20 +129,68 @@ class PatternLibrary:
     # -- tables -----------------------------------------------------------------------
     def _table(self, name: str, schema: pa.Schema | None = None) -> Any | None:
         """Open ``name``; create it empty with ``schema`` when given and absent."""
-        tbl = self._tables.get(name)
-        if tbl is not None:
-            return tbl
-        if name in self._db:
-            tbl = self._db.open_table(name)
-        elif schema is not None:
-            tbl = self._db.create_table(name, schema=schema, exist_ok=True)
-        else:
-            return None
-        self._tables[name] = tbl
-        return tbl
+        return self._db.create(name, schema) if schema is not None else self._db.open(name)
+
+    def pattern_tables(self, dim: int | None = None) -> list[str]:
+        """Names of the patterns tables (of width ``dim``), one per model and width."""
+        self._migrate_legacy()
+        names = [n for n in self._db.names() if n.startswith(PATTERNS + "_")]
+        return [n for n in names if dim is None or _dim_of(n) == dim]
+
+    def _model_tables(self, model_ids: Sequence[str], dim: int | None) -> list[str]:
+        hashes = {short_hash("model", str(m), n=12) for m in model_ids}
+        return [n for n in self.pattern_tables(dim) if n.rsplit("_", 1)[1] in hashes]
+
+    def _route(self, flt: PatternFilter, dim: int | None) -> list[str]:
+        """The patterns tables a filter can match (all of width ``dim`` without a model filter)."""
+        if flt.model_id is None:
+            return self.pattern_tables(dim)
+        models = [flt.model_id] if isinstance(flt.model_id, str) else list(flt.model_id)
+        return self._model_tables(models, dim)
+
+    def _default_pattern_table(self) -> str | None:
+        """The patterns table meant when none is named: the one last written, or the only one."""
+        if self._written:
+            return self._written[-1]
+        names = self.pattern_tables()
+        if len(names) > 1:
+            raise AioError(
+                f"the pattern library at {self.path} holds {len(names)} embedding tables ({', '.join(names)}); "
+                "name the model (model_id=...)"
+            )
+        return names[0] if names else None
+
+    def _model_of(self, name: str) -> str | None:
+        rows = self._db.open(name).search().select(["model_id"]).limit(1).to_list()
+        return rows[0]["model_id"] if rows else None
+
+    def _migrate_legacy(self) -> None:
+        """Move a one-table library (``patterns``, before per-model tables) into per-model tables.
+
+        Idempotent upserts then a drop: a migration killed half-way is redone by the next open.
+        """
+        if self._migrated:
+            return
+        self._migrated = True
+        if PATTERNS not in self._db.names():
+            return
+        with self._db.lock(PATTERNS):
+            old = self._db.open(PATTERNS) if PATTERNS in self._db.names() else None
+            if old is None:
+                return
+            old.checkout_latest()
+            data = old.to_arrow().drop_columns(["pattern_id"])
+            log.warning("moving the single patterns table into one table per model", path=str(self.path),
+                        rows=data.num_rows)
+            self.add_patterns(data) if data.num_rows else None
+            self._written.clear()
+            self._db.drop(PATTERNS)
 
     def table(self, name: str) -> Any:
-        """The raw LanceDB table (``patterns``, ``strategies`` or ``performance``)."""
+        """The raw LanceDB table: ``strategies``, ``performance``, a patterns table by name, or
+        ``patterns`` for the patterns table last written (or the only one)."""
+        if name == PATTERNS:
+            name = self._default_pattern_table() or PATTERNS
         tbl = self._table(name)
         if tbl is None:
             raise AioError(f"the pattern library at {self.path} has no {name!r} table yet; write to it first")
@@ -128,34 +198,39 @@ class PatternLibrary:
 
     @property
     def dim(self) -> int | None:
-        """Embedding width of the patterns table (fixed when the table is created)."""
-        if self._dim is None:
-            tbl = self._table(PATTERNS)
-            self._dim = None if tbl is None else tbl.schema.field(VECTOR).type.list_size
-        return self._dim
+        """Embedding width of the patterns (None when empty or when models of several widths are stored)."""
+        dims = {_dim_of(n) for n in self.pattern_tables()}
+        return dims.pop() if len(dims) == 1 else None
+
+    def models(self) -> dict[str, str]:
+        """model_id -> patterns table, for every model with patterns in the library."""
+        out = {}
+        for name in self.pattern_tables():
+            model = self._model_of(name)
+            if model is not None:
+                out[model] = name
+        return out
 
     def count_patterns(self, filters: PatternFilter | Mapping[str, Any] | None = None) -> int:
-        tbl = self._table(PATTERNS)
-        if tbl is None:
-            return 0
-        return tbl.count_rows(where_clause(PatternFilter.coerce(filters)))
+        flt = PatternFilter.coerce(filters)
+        where = where_clause(flt)
+        return sum(self._db.open(n).count_rows(where) for n in self._route(flt, None))
 
     def versions(self, name: str = PATTERNS) -> list[dict[str, Any]]:
         return self.table(name).list_versions()
 
     # -- writes -----------------------------------------------------------------------
-    def _upsert(self, name: str, data: pa.Table, key: str, schema: pa.Schema, update: bool) -> tuple[int, int, int]:
-        tbl = self._table(name, schema)
-        if data.num_rows == 0:
-            return 0, 0, tbl.version
-        data = _last_per_key(data, key)
-        builder = tbl.merge_insert(key)
-        if update:
-            builder = builder.when_matched_update_all()
-        res = builder.when_not_matched_insert_all().execute(data)
-        if name == PATTERNS:
-            self._invalidate()
-        return int(res.num_inserted_rows), int(res.num_updated_rows), int(res.version)
+    def upsert(self, name: str, data: pa.Table, key: str, schema: pa.Schema, update: bool = True) -> tuple[int, int, int]:
+        """Merge rows into table ``name`` on the deterministic ``key`` (one transaction).
+
+        Safe with any number of processes writing at once: one row per key, always.
+        Returns (inserted, updated, version).
+        """
+        data = _last_per_key(data, key) if data.num_rows else data
+        out = self._db.upsert(name, data, key, schema, update)
+        if name in self._read:
+            del self._read[name]
+        return out
 
     def add_patterns(self, data: Any, *, progress: bool = False) -> WriteResult:
         """Upsert patterns keyed by (model_id, symbol, timeframe, ts_init).
@@ -172,31 +247,38 @@ class PatternLibrary:
             from tqdm import tqdm
 
             bar = tqdm(desc="patterns", unit="row")
+        name = PATTERNS
         for part in _parts(data):
-            table = patterns_to_arrow(part, self.dim)
-            schema = pattern_schema(table.schema.field(VECTOR).type.list_size)
-            for start in range(0, table.num_rows, self.cfg.write_batch_rows):
-                chunk = table.slice(start, self.cfg.write_batch_rows)
-                i, u, version = self._upsert(PATTERNS, chunk, "pattern_id", schema, update)
-                inserted, updated, tx, rows = inserted + i, updated + u, tx + 1, rows + chunk.num_rows
-                if bar is not None:
-                    bar.update(chunk.num_rows)
+            table = patterns_to_arrow(part)
+            width = table.schema.field(VECTOR).type.list_size
+            schema = pattern_schema(width)
+            for model, rows_of_model in _by_model(table):
+                name = pattern_table_name(model, width)
+                for start in range(0, rows_of_model.num_rows, self.cfg.write_batch_rows):
+                    chunk = rows_of_model.slice(start, self.cfg.write_batch_rows)
+                    i, u, version = self.upsert(name, chunk, "pattern_id", schema, update)
+                    inserted, updated, tx, rows = inserted + i, updated + u, tx + 1, rows + chunk.num_rows
+                    if bar is not None:
+                        bar.update(chunk.num_rows)
+                if name in self._written:
+                    self._written.remove(name)
+                self._written.append(name)
         if bar is not None:
             bar.close()
-        log.info("patterns written", path=str(self.path), rows=rows, inserted=inserted, updated=updated,
+        log.info("patterns written", path=str(self.path), table=name, rows=rows, inserted=inserted, updated=updated,
                  transactions=tx, version=version)
-        return WriteResult(PATTERNS, rows, inserted, updated, tx, version)
+        return WriteResult(name, rows, inserted, updated, tx, version)
 
     def add_strategy(self, records: StrategyRecord | Iterable[StrategyRecord]) -> list[str]:
         """Upsert strategies (id = hash of name, definition, params); returns their ids."""
         recs = [records] if isinstance(records, StrategyRecord) else list(records)
-        self._upsert(STRATEGIES, strategies_to_arrow(recs), "strategy_id", STRATEGY_SCHEMA, update=True)
+        self.upsert(STRATEGIES, strategies_to_arrow(recs), "strategy_id", STRATEGY_SCHEMA, update=True)
         return [r.strategy_id for r in recs]
 
     def add_performance(self, records: PerformanceRecord | Iterable[PerformanceRecord]) -> WriteResult:
         """Upsert performance rows keyed by (run_id, strategy_id, fold, segment)."""
         recs = [records] if isinstance(records, PerformanceRecord) else list(records)
-        i, u, v = self._upsert(PERFORMANCE, performance_to_arrow(recs), "perf_id", PERFORMANCE_SCHEMA, update=True)
+        i, u, v = self.upsert(PERFORMANCE, performance_to_arrow(recs), "perf_id", PERFORMANCE_SCHEMA, update=True)
         return WriteResult(PERFORMANCE, len(recs), i, u, 1, v)
 
     # -- reads ------------------------------------------------------------------------
@@ -224,44 +306,62 @@ class PatternLibrary:
         return pl.from_arrow(q.limit(None).to_arrow()).sort("run_id", "strategy_id", "fold", "segment")
 
     def thumbnail(self, pattern_id: str) -> bytes | None:
-        rows = self.table(PATTERNS).search().where(f"pattern_id = '{_sql(pattern_id)}'").select(["thumbnail"]).to_list()
-        return rows[0]["thumbnail"] if rows else None
+        model = str(pattern_id).rsplit("|", 3)[0]  # ids are model|symbol|timeframe|ts_init
+        for name in self._model_tables([model], None):
+            rows = self._db.open(name).search().where(f"pattern_id = '{_sql(pattern_id)}'").select(["thumbnail"]).to_list()
+            if rows:
+                return rows[0]["thumbnail"]
+        return None
 
     # -- similarity search ----------------------------------------------------------------
-    def _engine(self, tbl: Any, exact: bool) -> str:
+    def _rs(self, name: str) -> _ReadState:
+        return self._read.setdefault(name, _ReadState())
+
+    def _engine(self, name: str, tbl: Any, exact: bool) -> str:
         """"ann" (LanceDB index), "memory" (numpy snapshot) or "flat" (LanceDB scan)."""
-        if self._state is None:
-            self._state = (self._vector_index(tbl) is not None, tbl.count_rows())
-        indexed, rows = self._state
+        rs = self._rs(name)
+        if rs.state is None:
+            rs.state = (self._vector_index(tbl) is not None, tbl.count_rows())
+        indexed, rows = rs.state
         if indexed and not exact:
             return "ann"
-        return "memory" if rows <= memory_rows(self.cfg, self.dim or 1) else "flat"
+        return "memory" if rows <= memory_rows(self.cfg, _dim_of(name)) else "flat"
 
-    def _snapshot_of(self, tbl: Any) -> Snapshot:
-        if self._snap is None:
+    def _snapshot_of(self, name: str, tbl: Any) -> Snapshot:
+        rs = self._rs(name)
+        if rs.snap is None:
             cols = list(dict.fromkeys(NEIGHBOR_COLUMNS + [VECTOR]))
             data = tbl.search().select(cols).limit(None).to_arrow()
-            self._snap = Snapshot.from_arrow(data, tbl.version, VECTOR)
-            log.debug("pattern snapshot loaded", rows=data.num_rows, version=tbl.version)
-        return self._snap
+            rs.snap = Snapshot.from_arrow(data, tbl.version, VECTOR)
+            log.debug("pattern snapshot loaded", table=name, rows=data.num_rows, version=tbl.version)
+        return rs.snap
 
-    def _row_cache(self, tbl: Any) -> RowCache:
-        if self._rows is None:
+    def _row_cache(self, name: str, tbl: Any) -> RowCache:
+        rs = self._rs(name)
+        if rs.rows is None:
             t0 = time.perf_counter()
             data = tbl.search().select(NEIGHBOR_COLUMNS).with_row_id(True).limit(None).to_arrow()
-            self._rows = RowCache.from_arrow(data, tbl.version)
-            log.debug("row cache loaded", rows=data.num_rows, seconds=round(time.perf_counter() - t0, 2))
-        return self._rows
+            rs.rows = RowCache.from_arrow(data, tbl.version)
+            log.debug("row cache loaded", table=name, rows=data.num_rows, seconds=round(time.perf_counter() - t0, 2))
+        return rs.rows
 
     def _invalidate(self) -> None:
-        self._state = None
-        self._snap = None
-        self._rows = None
+        self._read.clear()
+
+    @property
+    def _snap(self) -> Snapshot | None:
+        """The numpy snapshot of the default patterns table, if loaded (which engine answered)."""
+        rs = self._read.get(self._default_pattern_table() or "")
+        return None if rs is None else rs.snap
+
+    @property
+    def _rows(self) -> RowCache | None:
+        rs = self._read.get(self._default_pattern_table() or "")
+        return None if rs is None else rs.rows
 
     def refresh(self) -> None:
         """See writes made by other processes (a library reads one version until then)."""
-        for tbl in self._tables.values():
-            tbl.checkout_latest()
+        self._db.refresh()
         self._invalidate()
 
     def search(
@@ -316,21 +416,34 @@ class PatternLibrary:
         if len(tsb) != len(q):
             raise AioError(f"ts_before has {len(tsb)} values for {len(q)} query embeddings")
         cols = [c for c in (columns or NEIGHBOR_COLUMNS) if c != "_distance"]
-        tbl = self._table(PATTERNS)
-        if tbl is None:
+        flt = PatternFilter.coerce(filters)
+        names = self._route(flt, q.shape[1])
+        if not names:
+            other = self._route(flt, None)
+            if other:
+                raise DataError(
+                    f"query embedding has {q.shape[1]} values; the patterns of "
+                    f"{flt.model_id if flt.model_id is not None else 'this library'} have "
+                    f"{sorted({_dim_of(n) for n in other})}: query with the model that wrote them"
+                )
             empty = pl.from_arrow(pattern_schema(1).empty_table()).select(cols)
             empty = empty.with_columns(pl.lit(None, pl.Float32).alias("_distance"))
             return [SearchResult(empty, outcome_stats([], [])) for _ in q]
-        if q.shape[1] != self.dim:
-            raise DataError(f"query embedding has {q.shape[1]} values; the library stores {self.dim}")
-        flt = PatternFilter.coerce(filters)
-        engine = self._engine(tbl, exact)
+        if len(names) > 1:
+            models = sorted(str(self._model_of(n)) for n in names)
+            raise DataError(
+                f"the pattern library at {self.path} holds {q.shape[1]}-wide embeddings of {len(names)} models "
+                f"({', '.join(models)}); their distances do not compare: filter on one model_id"
+            )
+        name = names[0]
+        tbl = self._db.open(name)
+        engine = self._engine(name, tbl, exact)
         if engine == "memory" and set(cols) <= set(NEIGHBOR_COLUMNS):
-            hits = self._snapshot_of(tbl).search(q, k, self.cfg.metric, flt, tsb)
+            hits = self._snapshot_of(name, tbl).search(q, k, self.cfg.metric, flt, tsb)
             return [_result(h.select(cols + ["_distance"])) for h in hits]
         cache = None
         if engine == "ann" and self.cfg.search.cache_rows and set(cols) <= set(NEIGHBOR_COLUMNS):
-            cache = self._row_cache(tbl)
+            cache = self._row_cache(name, tbl)
         out = []
         for vec, tb in zip(q, tsb):
             where = where_clause(flt, tb)
@@ -341,7 +454,7 @@ class PatternLibrary:
                     out.append(_result(rows.with_columns(hits["_distance"])))
                     continue
                 log.warning("row cache missed; fetching columns from LanceDB", path=str(self.path))
-                self._rows = cache = None
+                self._rs(name).rows = cache = None
             out.append(_result(self._lance_search(tbl, vec, k, where, engine == "ann", nprobes, refine_factor, ef, cols)))
         return out
 
@@ -375,8 +488,15 @@ class PatternLibrary:
                 return idx
         return None
 
-    def index_status(self) -> IndexStatus:
-        tbl = self._table(PATTERNS)
+    def _index_targets(self, model_id: str | None) -> list[str]:
+        if model_id is not None:
+            return self._model_tables([model_id], None)
+        return list(self._written) or self.pattern_tables()
+
+    def index_status(self, model_id: str | None = None) -> IndexStatus:
+        """ANN index of the patterns table of ``model_id`` (default: the one last written, or the only one)."""
+        name = self._index_targets(model_id)[-1:] if model_id is not None else [self._default_pattern_table()]
+        tbl = self._db.open(name[0]) if name and name[0] else None
         if tbl is None:
             return IndexStatus("none", 0, 0, None, 0.0, "no patterns")
         n = tbl.count_rows()
@@ -386,23 +506,38 @@ class PatternLibrary:
         st = tbl.index_stats(idx.name)
         return IndexStatus("none", n, int(st.num_indexed_rows), str(st.index_type), 0.0)
 
-    def ensure_index(self, *, force: bool = False) -> IndexStatus:
-        """Build the ANN index once the table holds ``ann_threshold`` rows; retrain it as it grows.
+    def ensure_index(self, model_id: str | None = None, *, force: bool = False) -> IndexStatus:
+        """Build the ANN index once a patterns table holds ``ann_threshold`` rows; retrain it as it grows.
 
-        Below the threshold searches are exact (in numpy). Rows added after the index was trained
-        are searched exactly next to it (LanceDB scans unindexed fragments) until they
-        exceed ``index.reindex_fraction`` of the indexed rows; then the table is compacted
-        and the index retrained. LanceDB's incremental ``optimize`` is not used for the
-        index: on lancedb 0.40 it lost IVF-PQ recall (1.0 -> 0.4 on a 3.5k-row test table).
+        Applies to the table of ``model_id``, or to the tables this library wrote (all when
+        it wrote none). Below the threshold searches are exact (in numpy). Rows added after
+        the index was trained are searched exactly next to it (LanceDB scans unindexed
+        fragments) until they exceed ``index.reindex_fraction`` of the indexed rows; then the
+        table is compacted and the index retrained. LanceDB's incremental ``optimize`` is not
+        used for the index: on lancedb 0.40 it lost IVF-PQ recall (1.0 -> 0.4 on a 3.5k-row
+        test table).
         """
-        t0 = time.perf_counter()
-        tbl = self._table(PATTERNS)
-        if tbl is None:
+        out = [self._ensure_one(name, force) for name in self._index_targets(model_id)]
+        if not out:
             return IndexStatus("none", 0, 0, None, 0.0, "no patterns")
+        if len(out) == 1:
+            return out[0]
+        acted = [s for s in out if s.action != "none"]
+        return IndexStatus(
+            "rebuilt" if any(s.action == "rebuilt" for s in acted) else "built" if acted else "none",
+            sum(s.rows for s in out), sum(s.indexed_rows for s in out),
+            ",".join(sorted({s.index_type for s in out if s.index_type})) or None,
+            sum(s.seconds for s in out), "; ".join(s.reason for s in out if s.reason),
+        )
+
+    def _ensure_one(self, name: str, force: bool) -> IndexStatus:
+        t0 = time.perf_counter()
+        tbl = self._db.open(name)
+        dim = _dim_of(name)
         n = tbl.count_rows()
         idx = self._vector_index(tbl)
         # Build at ann_threshold rows, or earlier once the vectors outgrow the memory engine.
-        threshold = min(self.cfg.ann_threshold, max(memory_rows(self.cfg, self.dim or 1), 1))
+        threshold = min(self.cfg.ann_threshold, max(memory_rows(self.cfg, dim), 1))
         if idx is None and n < threshold and not force:
             return IndexStatus("none", n, 0, None, 0.0, f"{n} rows < {threshold}: exact search, no index yet")
         if idx is not None and not force:
@@ -412,19 +547,22 @@ class PatternLibrary:
                 reason = "index current" if fresh == 0 else f"{fresh} new rows searched exactly until retraining"
                 return IndexStatus("none", n, indexed, str(st.index_type), 0.0, reason)
         action = "built" if idx is None else "rebuilt"
-        config = self._index_config(n)
-        log.info("building ann index", rows=n, config=repr(config))
-        # One fragment per write transaction slows every result fetch; compact first
-        # (this also touches an old index, which is replaced right after).
-        tbl.optimize()
-        tbl.create_index(VECTOR, config=config, replace=True)
-        if self.cfg.index.scalar_indexes:
-            self._scalar_indexes(tbl)
-        self._invalidate()
+        with self._db.lock(name):  # compaction and index commits must not race other writers
+            tbl.checkout_latest()
+            n = tbl.count_rows()
+            config = self._index_config(n, dim)
+            log.info("building ann index", table=name, rows=n, config=repr(config))
+            # One fragment per write transaction slows every result fetch; compact first
+            # (this also touches an old index, which is replaced right after).
+            tbl.optimize()
+            tbl.create_index(VECTOR, config=config, replace=True)
+            if self.cfg.index.scalar_indexes:
+                self._scalar_indexes(tbl)
+        self._read.pop(name, None)
         idx = self._vector_index(tbl)
         st = tbl.index_stats(idx.name)
         secs = time.perf_counter() - t0
-        log.info("ann index " + action, rows=n, seconds=round(secs, 2), index_type=st.index_type)
+        log.info("ann index " + action, table=name, rows=n, seconds=round(secs, 2), index_type=st.index_type)
         return IndexStatus(action, n, int(st.num_indexed_rows), str(st.index_type), secs)
 
     def _scalar_indexes(self, tbl: Any) -> None:
@@ -440,11 +578,10 @@ class PatternLibrary:
         for column in FILTER_CHOICE_COLUMNS:
             tbl.create_index(column, config=Bitmap(), replace=True)
 
-    def _index_config(self, n: int) -> Any:
+    def _index_config(self, n: int, dim: int) -> Any:
         from lancedb.index import HnswPq, HnswSq, IvfFlat, IvfPq, IvfSq
 
         ip = self.cfg.index
-        dim = self.dim or 0
         common = dict(distance_type=self.cfg.metric, max_iterations=ip.max_iterations, sample_rate=ip.sample_rate)
         if ip.type.startswith("IVF_HNSW"):
             hnsw = dict(common, num_partitions=ip.num_partitions, m=ip.m, ef_construction=ip.ef_construction)
@@ -507,6 +644,17 @@ def _last_per_key(table: pa.Table, key: str) -> pa.Table:
     idx = np.arange(table.num_rows)
     order = pl.DataFrame({"k": keys.combine_chunks(), "i": idx}).group_by("k").agg(pl.col("i").max())["i"]
     return table.take(pa.array(np.sort(order.to_numpy())))
+
+
+def _by_model(table: pa.Table) -> Iterator[tuple[str, pa.Table]]:
+    """The rows of each model_id, in order of first appearance."""
+    models = table.column("model_id")
+    uniq = pc.unique(models).to_pylist()
+    if len(uniq) == 1:
+        yield uniq[0], table
+        return
+    for m in uniq:
+        yield m, table.filter(pc.equal(models, m))
 
 
 def _parts(data: Any) -> Iterator[Any]:

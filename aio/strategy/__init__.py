@@ -43,4 +43,5 @@ def load_builtin(name: str, **params: Any) -> StrategySpec:
 
 
 def register(registry) -> None:
-    registry.add("strategy", "rules", RuleStrategy, description="declarative rule strategy (conf/strategy/*.yaml)")
+    # a strategy kind is a callable (section, path) -> StrategySpec (aio/strategy/kinds.py)
+    registry.add("strategy", "rules", load_spec, description="declarative rule strategy (conf/strategy/*.yaml)")

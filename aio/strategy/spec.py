@@ -368,32 +368,20 @@ def _topo(deps: dict[str, set[str]], path: str) -> list[str]:
     return order
 
 
-def load_spec(section: Mapping[str, Any] | Any, path: str = "strategy", store: Mapping[str, Any] | None = None) -> StrategySpec:
+def load_spec(section: Mapping[str, Any] | Any, path: str = "strategy") -> StrategySpec:
     """Build and validate a strategy from its config section.
 
-    ``from: path/to/strategy.yaml`` or ``from: library:<id>`` (the strategy library in
-    ``store``) loads a strategy file like a shipped one; the section's ``params`` still
-    override the values of parameters that strategy declares.
+    ``from: path/to/strategy.yaml`` (or ``library:<id>`` of the default strategy library)
+    loads a strategy file like a shipped one; the section's ``params`` still override the
+    values of parameters that strategy declares (aio.discover.library.resolve_from).
     """
     from aio.config import _to_plain
 
     section = dict(_to_plain(section) or {})
-    ref = section.pop("from", None)
-    if ref:
-        from aio.discover.library import load_from
+    if section.get("from"):
+        from aio.discover.library import resolve_from
 
-        base = load_from(str(ref), _store_config(store))
-        own = dict(base.get("params") or {})
-        given = {k: v for k, v in (section.get("params") or {}).items() if k in own}
-        section = {**base, "params": {**own, **given}}
-        section.pop("from", None)
+        section = resolve_from(section)
+    section.pop("from", None)
     spec = build(StrategySpec, section, path, ignore=("_target_",))
     return spec.validate(path)
-
-
-def _store_config(store: Mapping[str, Any] | None) -> Any:
-    if not store:
-        return None
-    from aio.store.config import LanceDBStoreConfig
-
-    return build(LanceDBStoreConfig, store, "store")

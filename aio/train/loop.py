@@ -11,6 +11,7 @@ import structlog
 from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
+from aio import progress
 from aio.hardware import HardwareChoice, HardwareInfo, UtilizationMonitor, choose, detect, summarize
 from aio.train.config import TrainerConfig
 
@@ -57,7 +58,7 @@ class UtilizationCallback(Callback):
             for lg in trainer.loggers:
                 lg.log_metrics(metrics, step=trainer.global_step)
             cm = trainer.callback_metrics
-            log.info("epoch done", fold=self.tag, epoch=trainer.current_epoch,
+            log.debug("epoch done", fold=self.tag, epoch=trainer.current_epoch,
                      train_loss=_f(cm.get("train_loss")), val_loss=_f(cm.get("val_loss")), val_acc=_f(cm.get("val_acc")),
                      cpu_pct=s.get("cpu_pct_mean"), rss_gb=s.get("rss_gb_max"), gpu_util_pct=s.get("gpu_util_pct_mean"))
 
@@ -109,6 +110,8 @@ def build_trainer(cfg: TrainerConfig, choice: HardwareChoice, out_dir: Path, tag
         uc = UtilizationCallback(cfg.utilization_interval_s, tag)
         callbacks.append(uc)
         roles["utilization"] = uc
+    if cfg.progress_bar:  # an aio bar, not Lightning's tqdm (which would cut through log lines)
+        callbacks.append(progress.lightning_bar())
     logger = CSVLogger(save_dir=str(out_dir), name="lightning_logs", version=tag)
     _quiet_lightning()
     trainer = L.Trainer(

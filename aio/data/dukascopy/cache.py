@@ -2,7 +2,11 @@
 
 Layout mirrors the datafeed: ``{cache_dir}/{SYM}/{YYYY}/{MM0}/{DD}/{HH}h_ticks.bi5``;
 an hour fetched from the JSON API failover is stored beside it as ``...h_ticks.json``.
-A 0-byte ``.bi5`` records an hour without ticks (a 404 or an empty file).
+A 0-byte ``.bi5`` records a verified hour without ticks (a 404 or an empty file while
+the market is closed). An hour that came back empty while the market was open and its
+neighbours have ticks is not verified: ``...h_ticks.suspect`` records it (with the
+reason), it is fetched again on every online run, and offline runs use it as a
+suspect-empty hour.
 
 Writers use a unique temp file in the target folder and ``os.replace``, so readers and
 concurrent writers (two processes on one range) only ever see whole files; the
@@ -55,12 +59,27 @@ class RawCache:
     def put(self, hour: int, data: bytes, ext: str = "bi5") -> Path:
         p = self.path(hour, ext)
         atomic_write(p, data)
+        self.path(hour, "suspect").unlink(missing_ok=True)  # settled now
         return p
 
     def drop(self, hour: int) -> None:
         """Forget a cached hour that failed re-verification, so it is fetched again."""
         for ext in ("bi5", "json"):
             self.path(hour, ext).unlink(missing_ok=True)
+
+    def mark_suspect(self, hour: int, reason: str) -> Path:
+        """Record an empty answer inside market hours: not a verified empty hour."""
+        p = self.path(hour, "suspect")
+        atomic_write(p, reason.encode())
+        return p
+
+    def suspect(self, hour: int) -> str | None:
+        """Why the hour is suspect (the recorded reason), or None."""
+        p = self.path(hour, "suspect")
+        try:
+            return p.read_text() or "empty"
+        except FileNotFoundError:
+            return None
 
     def sweep_tmp(self, folder: Path) -> int:
         """Remove temp files of killed runs (old enough not to belong to a live writer)."""

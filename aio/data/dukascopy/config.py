@@ -41,6 +41,9 @@ class DukascopyConfig:
     failover: str = param("none", choices=["none", "json_api"], help="second source for hours the bi5 feed fails")
     json_api_url: str = param(DEFAULT_JSON_API_URL, help="root of the Dukascopy JSON API")
     progress: bool = param(True, help="progress bar over hours")
+    strict: bool = param(
+        False, help="fail on suspect_empty hours (empty inside market hours with ticks on both sides) instead of warning"
+    )
 
     def __post_init__(self) -> None:
         start, end = self.start_dt, self.end_dt

@@ -13,7 +13,9 @@ path (or ``"*"`` for any path); each request consumes at most one. Faults:
 ``503``, ``500``, ``429`` (with ``Retry-After``), ``403``, ``timeout`` (hold the request
 without answering, then drop it), ``truncate`` (announce the full length, send half,
 close), ``short`` (a complete response whose body is a cut-off file), ``garbage``
-(random bytes with status 200), ``reset`` (half the body, then a TCP reset).
+(random bytes with status 200), ``reset`` (half the body, then a TCP reset), ``404``
+(not found although the file exists) and ``empty`` (status 200, 0 bytes): the two
+ways a real hole in the feed looks.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-FAULTS = ("503", "500", "429", "403", "timeout", "truncate", "short", "garbage", "reset")
+FAULTS = ("503", "500", "429", "403", "timeout", "truncate", "short", "garbage", "reset", "404", "empty")
 _JSON_TICKS = re.compile(r"^/v1/ticks/([^/]+)/(\d+)/(\d+)/(\d+)/(\d+)$")
 
 
@@ -168,6 +170,10 @@ def _make_handler(mirror: Mirror) -> type[BaseHTTPRequestHandler]:
                 return
             if fault in ("503", "500", "403"):
                 self._send(int(fault), b"refused", "text/plain")
+            elif fault == "404":
+                self._send(404, b"not found", "text/plain")
+            elif fault == "empty":
+                self._send(200, b"", ctype)
             elif fault == "429":
                 self._send(429, b"slow down", "text/plain", {"Retry-After": mirror.retry_after})
             elif fault == "timeout":

@@ -35,6 +35,36 @@ def market_closed(hours: np.ndarray, trades_weekends: bool = False) -> np.ndarra
     return np.asarray(weekend | holiday)
 
 
+def suspect_empty(first_hour: int, has_ticks: np.ndarray, trades_weekends: bool = False) -> np.ndarray:
+    """Which hours of a window without ticks look like holes in the feed, not a quiet market.
+
+    An empty hour is suspect when the market is open then and the run of empty open
+    hours it belongs to has ticks on both sides. A run that touches a closed hour
+    (weekend, 25 Dec, 1 Jan) is the thin edge of a close and is believed. Beyond the
+    window's edges nothing is fetched yet, so there the calendar decides: an open hour
+    across the edge counts as one with ticks.
+    """
+    has_ticks = np.asarray(has_ticks, dtype=bool)
+    n = has_ticks.size
+    hours = np.arange(first_hour - 1, first_hour + n + 1, dtype=np.int64)
+    closed = market_closed(hours, trades_weekends)
+    ticks = np.concatenate([[not closed[0]], has_ticks, [not closed[-1]]])
+    empty_open = ~ticks & ~closed
+    out = np.zeros(hours.size, dtype=bool)
+    i = 1
+    while i <= n:
+        if not empty_open[i]:
+            i += 1
+            continue
+        j = i
+        while j <= n and empty_open[j]:
+            j += 1
+        if ticks[i - 1] and ticks[j]:  # bounded by ticks, not by a closed hour
+            out[i:j] = True
+        i = j
+    return out[1:-1]
+
+
 def hour_ranges(hours: np.ndarray) -> list[str]:
     """Consecutive hour indices -> ['2012-12-01T00:00Z/2012-12-02T22:00Z', ...] (end exclusive)."""
     out: list[str] = []

@@ -185,9 +185,10 @@ def _to_spec(g: Any, feats: list[_Feat], conds: tuple, direction: int, stop: flo
                                                         "high": float(f"{thr + span:.6g}")})
         parts.append(f"{lhs} {'<=' if op == 'le' else '>'} {lvl}")
     c = g.cfg
+    when = b.atr_guard(" and ".join(parts))
     b.param("stop", float(stop), {"type": "float", "low": c.stop_atr[0], "high": c.stop_atr[1]})
     b.param("take", float(take), {"type": "float", "low": c.take_atr[0], "high": c.take_atr[1]})
     return {"name": name, "title": name, "params": b.params, "space": b.space, "indicators": b.indicators,
-            "rules": [{"id": "Entry", "when": " and ".join(parts), "action": "entry",
+            "rules": [{"id": "Entry", "when": when, "action": "entry",
                        "direction": "long" if direction > 0 else "short"}],
             "exit": {"stop_atr": "stop", "take_atr": "take", "atr_length": c.atr_length}}

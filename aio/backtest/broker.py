@@ -1,0 +1,173 @@
+"""The stepped broker for callers that see one bar at a time (the live engine).
+
+It owns the broker's explicit state and calls the same compiled
+:func:`aio.backtest.engine.step` that the batch backtest loops over, so a stream of
+bars fed here gives the batch backtest's trades, trade for trade. The state is a few
+numpy arrays: :meth:`Broker.snapshot` / :meth:`Broker.restore` serialise it (a journal
+can checkpoint it), and :meth:`Broker.result` builds the same BacktestResult the batch
+pass returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from aio.backtest import engine as E
+from aio.backtest.config import BacktestConfig
+from aio.backtest.result import BacktestResult
+from aio.backtest.signals import Signals
+from aio.backtest.simulator import OrderLayout, broker_config
+
+
+@dataclass
+class Decisions:
+    """What the rules decided at one bar's close, per order slot (acted on from the next bar)."""
+
+    when: np.ndarray  # bool per slot
+    price: np.ndarray  # trigger price per slot (nan for market orders)
+    size: float = float("nan")  # the sizer's units (nan: the configured quantity)
+    stop_dist: float = float("nan")
+    take_dist: float = float("nan")
+    # bracket levels decided at this close; they apply from the next bar
+    stop_long: float = float("nan")
+    limit_long: float = float("nan")
+    stop_short: float = float("nan")
+    limit_short: float = float("nan")
+
+    @classmethod
+    def at(cls, sig: Signals, t: int) -> "Decisions":
+        """Bar ``t``'s decisions out of whole-series Signals."""
+        K = len(sig.orders)
+        when = np.zeros(K, dtype=np.bool_)
+        price = np.full(K, np.nan)
+        for k, o in enumerate(sig.orders):
+            when[k] = bool(o.when[t])
+            if o.price is not None:
+                price[k] = float(o.price[t])
+        d = cls(when, price)
+        if sig.size is not None:
+            d.size = float(sig.size[t])
+        br = sig.brackets
+        if br is not None:
+            for name in ("stop_dist", "take_dist", "stop_long", "limit_long", "stop_short", "limit_short"):
+                arr = getattr(br, name)
+                if arr is not None:
+                    setattr(d, name, float(arr[t]))
+        return d
+
+
+@dataclass
+class Broker:
+    """One account trading one strategy's order slots, advanced one closed bar at a time."""
+
+    layout: OrderLayout
+    cfg: BacktestConfig
+    has_brackets: bool = False
+    t: int = 0  # the next bar's index
+    ts_event: list[int] = field(default_factory=list)
+    closes: list[float] = field(default_factory=list)
+    rates_o: list[float] = field(default_factory=list)
+    rates_c: list[float] = field(default_factory=list)
+    equity: list[float] = field(default_factory=list)
+    position: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        K = len(self.layout.ids)
+        self.cf, self.ci = broker_config(self.cfg, self.has_brackets)
+        self.lots = np.empty((int(self.ci[E.CI_MAXLOTS]), E.L_NCOL))
+        self.ist = np.zeros(E.S_N, dtype=np.int64)
+        self.ist[E.S_RUIN_BAR] = -1
+        self.st = np.zeros(E.ST_N)
+        self.st[E.ST_CASH] = float(self.cfg.initial_capital)
+        self.pend = np.zeros(K, dtype=np.bool_)
+        self.pf = np.full((K, E.P_N), np.nan)
+        self.tr = np.empty((64, E.T_NCOL))
+        self.bar = np.full(E.B_N, np.nan)
+        self._prev = Decisions(np.zeros(K, dtype=np.bool_), np.full(K, np.nan))
+
+    @classmethod
+    def for_signals(cls, sig: Signals, cfg: BacktestConfig) -> "Broker":
+        br = sig.brackets
+        has = br is not None and any(getattr(br, n) is not None for n in
+                                     ("stop_long", "limit_long", "stop_short", "limit_short", "stop_dist", "take_dist"))
+        return cls(OrderLayout.of(sig), cfg, has)
+
+    def step(self, ts_event: int, o: float, h: float, l: float, c: float, decisions: Decisions,
+             spread_mean: float = float("nan"), rate_open: float = 1.0, rate_close: float = 1.0) -> tuple[float, float]:
+        """Apply one closed bar and the decisions made at its close; (equity, position) at the close."""
+        if self.tr.shape[0] - int(self.ist[E.S_NTR]) < 4 * (len(self.layout.ids) + self.lots.shape[0]) + 8:
+            self.tr = np.concatenate([self.tr, np.empty_like(self.tr)])  # room for any one bar's fills
+        b = self.bar
+        b[E.B_O], b[E.B_H], b[E.B_L], b[E.B_C] = o, h, l, c
+        b[E.B_HS] = spread_mean * 0.5 if (self.cfg.use_spread and spread_mean == spread_mean) else 0.0
+        b[E.B_RO], b[E.B_RC] = rate_open, rate_close
+        prev = self._prev
+        b[E.B_SLL], b[E.B_TPL] = prev.stop_long, prev.limit_long
+        b[E.B_SLS], b[E.B_TPS] = prev.stop_short, prev.limit_short
+        b[E.B_SD], b[E.B_TD] = decisions.stop_dist, decisions.take_dist
+        b[E.B_SIZE] = decisions.size
+        eq, pos = E.step(self.t, b, decisions.when, decisions.price, self.cf, self.ci, *self.layout.statics,
+                         self.lots, self.ist, self.st, self.pend, self.pf, self.tr)
+        self._prev = decisions
+        self.t += 1
+        self.ts_event.append(int(ts_event))
+        self.closes.append(float(c))
+        self.rates_o.append(float(rate_open))
+        self.rates_c.append(float(rate_close))
+        self.equity.append(float(eq))
+        self.position.append(float(pos))
+        return float(eq), float(pos)
+
+    @property
+    def n_trades(self) -> int:
+        return int(self.ist[E.S_NTR])
+
+    @property
+    def ruined(self) -> bool:
+        return bool(self.ist[E.S_RUINED])
+
+    def result(self, close_open: bool = True) -> BacktestResult:
+        """The trades and equity so far, as the batch pass reports them (an open position
+        closed at the last close as "Open" when ``close_open``)."""
+        lots, ist, st, tr = self.lots.copy(), self.ist.copy(), self.st.copy(), self.tr.copy()
+        eq = np.asarray(self.equity, dtype=np.float64)
+        if close_open and self.t > 0 and not ist[E.S_RUINED] and ist[E.S_NLOTS] > 0:
+            eq[-1] = E.finish(self.t - 1, self.closes[-1], self.rates_c[-1], self.cf, self.ci, lots, ist, st, tr)
+        has_rates = any(r != 1.0 for r in self.rates_o) or any(r != 1.0 for r in self.rates_c)
+        rates = (np.asarray(self.rates_o), np.asarray(self.rates_c)) if has_rates else None
+        return BacktestResult(
+            raw_trades=tr[: int(ist[E.S_NTR])], equity_values=eq,
+            position_values=np.asarray(self.position, dtype=np.float64),
+            ts_event=np.asarray(self.ts_event, dtype=np.int64), order_ids=list(self.layout.ids),
+            exit_id=self.layout.exit_id, config=self.cfg,
+            ruin_bar=int(ist[E.S_RUIN_BAR]) if ist[E.S_RUIN_BAR] >= 0 else None,
+            margin_calls=int(ist[E.S_MARGIN_CALLS]), commission_total=float(st[E.ST_COMM]), rates=rates,
+            close=np.asarray(self.closes, dtype=np.float64),
+        )
+
+    # -- persistence (a journal checkpoints the whole state) ---------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "t": self.t, "lots": self.lots.copy(), "ist": self.ist.copy(), "st": self.st.copy(),
+            "pend": self.pend.copy(), "pf": self.pf.copy(), "tr": self.tr[: int(self.ist[E.S_NTR])].copy(),
+            "prev": self._prev, "ts_event": list(self.ts_event), "closes": list(self.closes),
+            "rates_o": list(self.rates_o), "rates_c": list(self.rates_c), "equity": list(self.equity),
+            "position": list(self.position),
+        }
+
+    def restore(self, snap: dict[str, Any]) -> None:
+        self.t = int(snap["t"])
+        self.lots[:] = snap["lots"]
+        self.ist[:] = snap["ist"]
+        self.st[:] = snap["st"]
+        self.pend[:] = snap["pend"]
+        self.pf[:] = snap["pf"]
+        n = snap["tr"].shape[0]
+        self.tr = np.empty((max(64, 2 * n), E.T_NCOL))
+        self.tr[:n] = snap["tr"]
+        self._prev = snap["prev"]
+        for k in ("ts_event", "closes", "rates_o", "rates_c", "equity", "position"):
+            setattr(self, k, list(snap[k]))
