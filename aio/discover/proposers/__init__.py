@@ -53,7 +53,8 @@ def register(registry) -> None:
     registry.add("proposer", "library", LibraryProposer, description="strategy library + shipped strategies, re-tested")
     from aio.discover.proposers.vlm import VLMProposer
 
-    registry.add("proposer", "vlm", VLMProposer, description="a vision-language model writes rules (constrained decoding)")
+    registry.add("proposer", "vlm", VLMProposer,
+                 description="a vision-language model writes rules under grammar-constrained decoding")
 
 
 __all__ = ["ProposeContext", "register", "Path"]
