@@ -246,6 +246,12 @@ def stage_strategies(run: Run) -> None:
     impl(run)
 
 
+def stage_populate(run: Run) -> None:
+    from aio.discover.populate import stage_populate as impl
+
+    impl(run)
+
+
 def stage_analyze(run: Run) -> None:
     from aio.vlm.analyze import stage_analyze as impl
 
@@ -270,6 +276,7 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "discover": stage_discover,
     "discover_export": stage_discover_export,
     "strategies": stage_strategies,
+    "populate": stage_populate,
 }
 
 # tasks that never book money (so they need no conversion series)
@@ -289,6 +296,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "discover": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "discover", "backtest", "export", "discover_export", "report"],
     "strategies": ["strategies"],
+    "populate": ["ingest", "bars", "populate"],
 }
 
 

@@ -40,6 +40,7 @@ class DiscoverConfig:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per proposer: discover.options.NAME.*
     query: dict[str, Any] = field(default_factory=dict)  # task=strategies: filters (StrategiesQuery)
     vlm: dict[str, Any] = field(default_factory=dict)  # the vlm proposer (VLMProposerConfig); options.vlm overrides
+    populate: dict[str, Any] = field(default_factory=dict)  # task=populate (aio.discover.populate.PopulateConfig)
 
 
 def _with_vlm(dc: "DiscoverConfig") -> "DiscoverConfig":
