@@ -41,7 +41,7 @@ def bars_for(plant: dict | None, seed: int, start: str, end: str) -> tuple[Any, 
     return market, TimeBars(TimeBarsConfig()).build(market)
 
 
-def discover(plant: dict | None, seed: int = 42, start: str = "2024-03-04", end: str = "2024-03-16",
+def discover(plant: dict | None, ledger_dir: Any, seed: int = 42, start: str = "2024-03-04", end: str = "2024-03-16",
              proposers: tuple[str, ...] = ("grammar_search", "library"), budget: int = 400,
              predictions: dict | None = None, overrides: dict | None = None) -> Discovery:
     from aio.backtest import BacktestConfig
@@ -71,7 +71,7 @@ def discover(plant: dict | None, seed: int = 42, start: str = "2024-03-04", end:
     for name in proposers:
         cands += proposer(name, dc.options.get(name)).propose(ctx, budget if name != "library" else 0)
     res = run_funnel(cands, frame=frame, bt=bt, cfg=dc.funnel, grammar_cfg=dc.grammar, windows=w,
-                     ledger=open_ledger(None), seed=seed, symbol="EURUSD", timeframe="1m", progress=False)
+                     ledger=open_ledger(ledger_dir), seed=seed, symbol="EURUSD", timeframe="1m", ev=ev, progress=False)
     return Discovery(res, bars, market, w)
 
 

@@ -71,6 +71,7 @@ class FunnelConfig:
     pbo_splits: int = param(16, ge=2, help="CSCV blocks (even)")
     benchmarks: list[str] = field(default_factory=lambda: ["flat", "buy_and_hold", "shipped"])
     spa_reps: int = param(1000, ge=100, help="bootstrap replications of the SPA test")
+    dsr_period: int = param(60, ge=1, help="bars summed into one period for DSR/SPA (bar returns are mostly zero)")
 
 
 @dataclass(frozen=True)
@@ -79,61 +80,36 @@ class Windows:
     proposal_end: int
     discovery_end: int
     holdout_start: int
+    split: Any = None  # aio.discover.holdout.HoldoutSplit
 
     def as_dict(self) -> dict[str, int]:
         return {"bars": self.n, "proposal_end": self.proposal_end, "discovery_end": self.discovery_end,
                 "holdout_start": self.holdout_start}
 
 
-def _core(name: str) -> Any:
-    """aio.discover.{gates,ledger,holdout} (branch discover_core), or the interim stand-in."""
-    import importlib
-
-    try:
-        return importlib.import_module(f"aio.discover.{name}")
-    except ImportError:
-        from aio.discover import _interim
-
-        return _interim
-
-
 def make_windows(n: int, holdout_pct: float, embargo: int, tune: TuneConfig) -> Windows:
-    holdout = _core("holdout")
-
-    disc_end, h_start = _split(holdout, n, holdout_pct, embargo)
+    from aio.discover.holdout import split_holdout
     from aio.optimize.walkforward import make_folds
 
-    folds = make_folds(disc_end, tune.folds, "anchored", tune.oos_fraction, None, 0, 50)
-    return Windows(n, folds[0].oos.start, disc_end, h_start)
-
-
-def _split(holdout: Any, n: int, pct: float, embargo: int) -> tuple[int, int]:
-    """(end of the discovery bars, first holdout bar) from aio.discover.holdout."""
-    s = holdout.split(n, pct, embargo)
-    if isinstance(s, tuple):
-        a, b = s
-        if hasattr(a, "stop"):
-            return int(a.stop), int(b.start)
-        return int(a), int(b)
-    return int(getattr(s, "discovery_end", getattr(s, "discovery", (0, 0))[1] if hasattr(s, "discovery") else 0)), \
-        int(getattr(s, "holdout_start", getattr(s, "holdout", (0, 0))[0] if hasattr(s, "holdout") else 0))
+    sp = split_holdout(n, holdout_pct, embargo, min_discovery_bars=200, min_holdout_bars=50)
+    folds = make_folds(sp.discovery_stop, tune.folds, "anchored", tune.oos_fraction, None, 0, 50)
+    return Windows(n, folds[0].oos.start, sp.discovery_stop, sp.holdout_start, sp)
 
 
 # -- the one evaluation path ------------------------------------------------------------
 
 
-def evaluator(frame: Any, bt: Any, symbol: str = "", timeframe: str = "1m") -> Any:
-    """The lead's Evaluator (aio.backtest.evaluator) over ``frame``."""
-    try:
-        from aio.backtest.evaluator import Evaluator
-    except ImportError:  # until the Evaluator lands on main
-        return _InterimEvaluator(frame, bt)
+def evaluator(frame: Any, bt: Any, symbol: str | None = None, timeframe: str = "1m", rates: Any = None) -> Any:
+    """The project's one Evaluator over ``frame`` (fixed sizing: candidates are compared
+    at the backtest's own order size)."""
+    from aio.backtest.evaluator import Evaluator
 
-    return Evaluator(frame, bt, sizer=None, predictions=None, symbol=symbol, timeframe=timeframe)
+    return Evaluator(frame, bt, symbol=symbol or None, timeframe=timeframe, rates=rates)
 
 
-def tune(frame: Any, spec: Any, bt: Any, cfg: TuneConfig, seed: int, name: str, symbol: str, timeframe: str) -> Any:
-    """Walk-forward parameter search with the project's optimiser: stitched OOS, costs in."""
+def tune(ev: Any, spec: Any, cfg: TuneConfig, seed: int, name: str) -> Any:
+    """Walk-forward parameter search with the project's optimiser on ``ev``'s bars:
+    a study per fold on its in-sample bars, stitched out-of-sample result, costs in."""
     from aio.optimize.config import OptimizeConfig, WalkForwardConfig
     from aio.optimize.evaluate import Context
     from aio.optimize.run import optimize_bars, resolve_objectives
@@ -145,8 +121,7 @@ def tune(frame: Any, spec: Any, bt: Any, cfg: TuneConfig, seed: int, name: str, 
                           walk_forward=WalkForwardConfig(folds=cfg.folds, oos_fraction=cfg.oos_fraction, cv_blocks=1))
     space = search_space(spec, [], {})
     fixed = {k: v for k, v in spec.params.items() if k not in space}
-    ctx = Context(frame=frame, spec=spec, bt=bt, sizer=None, predictions={}, objectives=resolve_objectives(ocfg),
-                  cfg=ocfg, space=space, fixed=fixed, timeframe=timeframe, symbol=symbol)
+    ctx = Context(ev=ev, spec=spec, objectives=resolve_objectives(ocfg), cfg=ocfg, space=space, fixed=fixed)
     return optimize_bars(ctx, StorageSpec("memory"), name, seed)
 
 
@@ -223,10 +198,17 @@ def run_funnel(
     windows: Windows,
     ledger: Any,
     seed: int = 0,
-    symbol: str = "",
+    symbol: str | None = None,
     timeframe: str = "1m",
+    rates: Any = None,
+    ev: Any = None,
     progress: bool = True,
 ) -> FunnelResult:
+    """Every candidate through parse -> screen -> tune -> gates -> holdout (see the module doc).
+
+    ``ev``: an Evaluator over exactly the discovery bars (``frame[:windows.discovery_end]``),
+    reused when the proposers already warmed its indicator cache.
+    """
     t0 = time.perf_counter()
     counts = {"proposed": len(cands)}
     parse_candidates(cands, grammar_cfg)
@@ -234,63 +216,77 @@ def run_funnel(
     counts["parsed"] = sum(c.status != "invalid" for c in cands)
     counts["unique"] = len(live)
     # Everything up to the holdout sees only these bars.
-    disc = frame.slice(0, windows.discovery_end)
-    ev = evaluator(disc, bt, symbol, timeframe)
-    _screen(live, ev, windows, ledger, cfg, progress)
+    if ev is None:
+        cut = None if rates is None else (rates[0][: windows.discovery_end], rates[1][: windows.discovery_end])
+        ev = evaluator(frame.slice(0, windows.discovery_end), bt, symbol, timeframe, cut)
+    if ev.n != windows.discovery_end:
+        raise AioError(f"the funnel's evaluator holds {ev.n} bars; the discovery window is {windows.discovery_end}")
+    win = {"proposal": [0, windows.proposal_end], "oos": [windows.proposal_end, windows.discovery_end],
+           "bars": windows.n}
+    _screen(live, ev, windows, ledger, win, progress)
     counts["screened"] = sum(c.status == "screened" for c in live)
     chosen = _choose(live, cfg)
     bench = _benchmarks(ev, windows, cfg)
-    _tune_all(chosen, disc, ev, bt, cfg, windows, ledger, seed, symbol, timeframe, progress)
+    _tune_all(chosen, ev, cfg, windows, ledger, win, seed, progress)
     tested = [c for c in chosen if c.status == "tuned"]
     counts["tested"] = len(tested)
-    eff = _effective(ledger, live)
+    eff = ledger.effective_trials("is", period=cfg.dsr_period) if tested else None
     for c in tested:
-        _gates(c, ev, bench, cfg, eff, ledger)
-    for g in ("trades", "dsr", "pbo", "spa"):
+        _gates(c, ev, bench, cfg, eff.n_eff)
+    for g in GATES:
         counts[f"passed_{g}"] = sum(bool(c.passed.get(g)) for c in tested)
     for c in tested:
-        if all(c.passed.get(g) for g in ("trades", "dsr", "pbo", "spa")):
+        if all(c.passed.get(g) for g in GATES):
             c.status = "accepted"
         else:
             c.status = "rejected"
-            c.reason = "failed " + ", ".join(g for g in ("trades", "dsr", "pbo", "spa") if not c.passed.get(g))
+            c.reason = "failed " + ", ".join(g for g in GATES if not c.passed.get(g))
     accepted = [c for c in tested if c.accepted]
     if accepted:
-        full = evaluator(frame, bt, symbol, timeframe)
-        for c in accepted:  # exactly once each, on bars nothing above has seen
-            e = full.run(c.parsed, c.params, start=windows.holdout_start, end=None, metrics="full")
-            c.holdout = {k: e.metrics.get(k) for k in ("net_profit", "return_pct", "sharpe", "max_drawdown",
-                                                       "trade_count", "win_rate", "profit_factor")}
+        from aio.discover.holdout import HoldoutGuard
+
+        full = evaluator(frame, bt, symbol, timeframe, rates)
+        guard = HoldoutGuard(ledger, windows.split)
+        for c in accepted:  # exactly once each (the guard refuses a second look), on bars nothing above saw
+            e = guard.evaluate(c.id, lambda sl, c=c: full.run(c.parsed, c.params, start=sl.start, end=sl.stop))
+            c.holdout = {k: e.metrics.get(k) for k in HOLDOUT_KEYS}
             c.holdout["warnings"] = list(e.metrics.get("warnings") or [])
             c.holdout["entries"] = _entry_bars(e.result, windows.holdout_start)
     counts["accepted"] = len(accepted)
     counts["holdout_positive"] = sum(_num((c.holdout or {}).get("net_profit")) > 0 for c in accepted)
-    return FunnelResult(cands, counts, windows, {"trials": _ledger_size(ledger), "effective_trials": eff,
-                                                 "distinct_rules": len({c.structure for c in live})},
-                        {k: v["label"] for k, v in bench.items()}, round(time.perf_counter() - t0, 3))
+    led = {"trials": ledger.n_trials, "distinct_rules": ledger.n_distinct_rules,
+           "effective_trials": None if eff is None else eff.summary(),
+           "path": str(getattr(ledger, "path", ""))}
+    return FunnelResult(cands, counts, windows, led, {k: v["label"] for k, v in bench.items()},
+                        round(time.perf_counter() - t0, 3))
+
+
+GATES = ("trades", "dsr", "pbo", "spa")
+HOLDOUT_KEYS = ("net_profit", "return_pct", "sharpe", "max_drawdown", "trade_count", "win_rate_pct", "profit_factor")
+OOS_KEYS = HOLDOUT_KEYS
 
 
 def _entry_bars(result: Any, offset: int) -> list[int]:
-    """Bar index (of the whole frame) of each trade's entry decision."""
+    """Bar index (of the whole frame) of each trade's entry decision (the bar before its fill)."""
     tr = result.trades
-    col = next((c for c in ("entry_bar", "entry_index") if c in tr.columns), None)
-    if col is None:
+    if "entry_bar" not in tr.columns:
         return []
-    return [int(b) + offset for b in tr.get_column(col).to_list()]
+    return [int(b) - 1 + offset for b in tr.get_column("entry_bar").to_list()]
 
 
 def _bar(total: int, what: str, enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    p = Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
-                 transient=True)
-    return p, total
+    return Progress(TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
+                    transient=True)
 
 
-def _screen(live: list[Candidate], ev: Any, w: Windows, ledger: Any, cfg: FunnelConfig, progress: bool) -> None:
+def _screen(live: list[Candidate], ev: Any, w: Windows, ledger: Any, win: dict, progress: bool) -> None:
+    from aio.discover.ledger import TrialRecord
+
     keys = ["net_profit", "sharpe", "trade_count"]
-    p, _ = _bar(len(live), "screen", progress)
-    with p:
+    recs = []
+    with _bar(len(live), "discover: screen", progress) as p:
         task = p.add_task("screen", total=len(live))
         for c in live:
             try:
@@ -301,8 +297,10 @@ def _screen(live: list[Candidate], ev: Any, w: Windows, ledger: Any, cfg: Funnel
                 continue
             c.screen = {k: e.metrics.get(k) for k in keys}
             c.status = "screened"
-            _record(ledger, c, "screen", dict(c.parsed.params), e.returns, c.screen)
+            recs.append(TrialRecord(c.id, c.structure, dict(c.parsed.params), c.proposer, win, "candidate",
+                                    is_returns=e.returns, metrics=c.screen))
             p.advance(task)
+    ledger.record_many(recs)
 
 
 def _choose(live: list[Candidate], cfg: FunnelConfig) -> list[Candidate]:
@@ -325,35 +323,47 @@ def _choose(live: list[Candidate], cfg: FunnelConfig) -> list[Candidate]:
     return out
 
 
-def _tune_all(chosen, disc, ev, bt, cfg, w, ledger, seed, symbol, timeframe, progress) -> None:
+def _tune_all(chosen: list[Candidate], ev: Any, cfg: FunnelConfig, w: Windows, ledger: Any, win: dict, seed: int,
+              progress: bool) -> None:
     import optuna
 
+    from aio.discover.ledger import TrialRecord
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    p, _ = _bar(len(chosen), "tune", progress)
-    with p:
+    with _bar(len(chosen), "discover: tune", progress) as p:
         task = p.add_task("tune", total=len(chosen))
         for c in chosen:
             try:
-                res = tune(disc, c.parsed, bt, cfg.tune, seed, f"discover-{c.id}", symbol, timeframe)
+                res = tune(ev, c.parsed, cfg.tune, seed, f"discover-{c.id}")
             except (AioError, ValueError) as exc:
                 c.status, c.reason = "rejected", f"tuning: {str(exc).splitlines()[0][:200]}"
                 p.advance(task)
                 continue
-            trials = []
+            trials, recs = [], []
             for fr in res.folds:
                 for t in fr.study.trials:
-                    if t.state.name == "COMPLETE":
-                        trials.append(({**fr.best_params, **t.params}, t.values[0]))
-                        _record(ledger, c, "trial", {**c.parsed.params, **t.params}, None,
-                                {"sr_bar": t.user_attrs.get("sr_bar"), "value": t.values[0],
-                                 "trades": t.user_attrs.get("trades"), "fold": fr.fold.index})
+                    if t.state.name != "COMPLETE":
+                        continue
+                    prm = {**c.parsed.params, **fr.best_params, **t.params}
+                    trials.append((prm, t.values[0]))
+                    # every trial on the same bars (the proposal window), so the ledger can
+                    # correlate them: the effective number of trials comes from that
+                    r = ev.run(c.parsed, prm, start=0, end=w.proposal_end, metrics=["net_profit"]).returns
+                    recs.append(TrialRecord(c.id, c.structure, prm, c.proposer, {**win, "fold": fr.fold.index},
+                                            "trial", is_returns=r,
+                                            metrics={"value": t.values[0], "sr_bar": t.user_attrs.get("sr_bar"),
+                                                     "trades": t.user_attrs.get("trades")}))
+            ledger.record_many(recs)
             c.trials = len(trials)
             c.params = dict(res.best_params)
-            c.oos = {k: (res.oos_metrics or {}).get(k) for k in ("net_profit", "return_pct", "sharpe", "max_drawdown",
-                                                                 "trade_count", "win_rate", "profit_factor")}
-            eq = res.oos_equity.get_column("equity").to_numpy() if res.oos_equity is not None else np.zeros(0)
-            cap = float(bt.initial_capital)
-            c.oos_returns = np.diff(np.concatenate(([cap], eq))) / np.concatenate(([cap], eq[:-1]))
+            oos = res.oos
+            if oos is None:
+                c.status, c.reason = "rejected", "tuning gave no out-of-sample run"
+                p.advance(task)
+                continue
+            c.oos = {k: oos.metrics.get(k) for k in OOS_KEYS}
+            c.oos["warnings"] = list(oos.metrics.get("warnings") or [])
+            c.oos_returns = np.asarray(oos.returns, dtype=np.float64)
             c.meta["pbo_params"] = _distinct_params(trials, cfg.pbo_configs)
             c.status = "tuned"
             p.advance(task)
@@ -371,8 +381,7 @@ def _distinct_params(trials: list[tuple[dict, float]], k: int) -> list[dict]:
 
 def _benchmarks(ev: Any, w: Windows, cfg: FunnelConfig) -> dict[str, dict[str, Any]]:
     """Returns of the benchmarks over the walk-forward OOS bars (where candidates are judged)."""
-    from aio.strategy import load_builtin, load_spec
-    from aio.strategy import CONF_DIR
+    from aio.strategy import CONF_DIR, load_builtin, load_spec
 
     out: dict[str, dict[str, Any]] = {}
     n = w.discovery_end - w.proposal_end
@@ -381,14 +390,14 @@ def _benchmarks(ev: Any, w: Windows, cfg: FunnelConfig) -> dict[str, dict[str, A
     if "buy_and_hold" in cfg.benchmarks:
         bh = load_spec({"name": "buy_and_hold", "rules": [{"id": "Long", "when": "true", "action": "entry",
                                                             "direction": "long"}]})
-        out["buy_and_hold"] = {"label": "buy and hold", "returns": ev.run(bh, None, start=w.proposal_end,
-                                                                           metrics=["net_profit"]).returns}
+        out["buy_and_hold"] = {"label": "buy and hold",
+                               "returns": ev.run(bh, None, start=w.proposal_end, metrics=["net_profit"]).returns}
     if "shipped" in cfg.benchmarks:
         for path in sorted(CONF_DIR.glob("*.yaml")):
             spec = load_builtin(path.stem)
             if spec.uses_model():
                 continue
-            out[f"shipped:{path.stem}"] = {"label": f"shipped {path.stem}",
+            out[f"shipped:{path.stem}"] = {"label": f"shipped {path.stem} (its shipped parameters)",
                                            "returns": ev.run(spec, None, start=w.proposal_end,
                                                              metrics=["net_profit"]).returns}
     for v in out.values():
@@ -402,116 +411,55 @@ def _unit(r: np.ndarray) -> np.ndarray:
 
 
 def _fit(r: np.ndarray, n: int) -> np.ndarray:
+    """``n`` values: a series stopped early (ruin) is flat afterwards."""
     r = np.nan_to_num(r[:n], nan=0.0)
     return np.concatenate([r, np.zeros(n - len(r))]) if len(r) < n else r
 
 
-def _gates(c: Candidate, ev: Any, bench: dict, cfg: FunnelConfig, eff: int, ledger: Any) -> None:
-    gates = _core("gates")
+def _gates(c: Candidate, ev: Any, bench: dict, cfg: FunnelConfig, n_eff: int) -> None:
+    from aio.discover import gates
     from aio.optimize.dsr import deflated_sharpe, return_moments
 
     acc = cfg.accept
-    r = _fit(np.asarray(c.oos_returns, dtype=np.float64), len(next(iter(bench.values()))["returns"])) \
-        if bench else np.asarray(c.oos_returns)
+    n = len(next(iter(bench.values()))["returns"]) if bench else len(c.oos_returns)
+    r = _fit(np.asarray(c.oos_returns, dtype=np.float64), n)
     trades = int(c.oos.get("trade_count") or 0)
-    mom = return_moments(r)
-    # The spread of Sharpe ratios among skill-less trials: the null sampling variance 1/T of
-    # a Sharpe estimate over these bars. (The trials' own cross-sectional variance would count
-    # real skill among them as luck and deflate a true edge to nothing.)
-    var_sr = 1.0 / max(mom["n_obs"], 1)
-    d = deflated_sharpe(mom["sr"], mom["n_obs"], mom["skew"], mom["kurtosis"], max(eff, 1), var_sr)
+    # DSR of the stitched OOS returns (summed over dsr_period bars) after n_eff trials: the
+    # ledger's effective number of independent trials, never below the distinct rules. The
+    # spread of skill-less Sharpe ratios is their null sampling variance 1/T: the trials'
+    # own spread would count the real skill among them (several rules catching one edge)
+    # as luck and deflate a true edge to nothing.
+    mo = return_moments(gates.aggregate(r, cfg.dsr_period))
+    d = deflated_sharpe(mo["sr"], mo["n_obs"], mo["skew"], mo["kurtosis"], max(int(n_eff), 1),
+                        1.0 / max(mo["n_obs"], 1))
     c.gates["dsr"] = d["dsr"]
     c.gates["sr0"] = d["sr0"]
-    c.gates["effective_trials"] = eff
+    c.gates["effective_trials"] = int(n_eff)
     # PBO: the candidate's parameter trials, each over the whole discovery window
-    cols = []
-    for prm in c.meta.pop("pbo_params", []):
-        cols.append(ev.run(c.parsed, prm, start=0, metrics=["net_profit"]).returns)
+    cols = [ev.run(c.parsed, prm, start=0, metrics=["net_profit"]).returns for prm in c.meta.pop("pbo_params", [])]
     if len(cols) >= 2:
-        m = np.column_stack([_fit(np.asarray(x, dtype=np.float64), len(cols[0])) for x in cols])
-        c.gates["pbo"] = float(gates.pbo_cscv(m, n_splits=cfg.pbo_splits)["pbo"])
+        m = np.column_stack([_fit(np.asarray(x, dtype=np.float64), ev.n) for x in cols])
+        c.gates["pbo"] = float(gates.pbo_cscv(m, n_splits=cfg.pbo_splits).pbo)
     else:
         c.gates["pbo"] = None
         c.reason = "too few distinct parameter trials for PBO"
-    if bench:
-        # At equal risk: a rule in the market a tenth of the time is not asked to out-earn one
-        # always in it at the same lot, so each series is scaled to unit OOS volatility (SPA
-        # then compares per-bar Sharpe ratios).
-        b = np.column_stack([_unit(v["returns"]) for v in bench.values()])
-        spa = gates.spa_test(_unit(r), b, reps=cfg.spa_reps, seed=0)
-        c.gates["spa_p"] = float(spa["p_consistent"])
-        per = spa.get("per_benchmark")
-        if per is not None and len(per) == len(bench):
-            c.gates["spa_by_benchmark"] = {k: float(v) for k, v in zip(bench, per)}
-    else:
-        c.gates["spa_p"] = None
+    # SPA at equal risk: a rule in the market a tenth of the time is not asked to out-earn
+    # one always in it at the same lot, so each series is scaled to unit OOS volatility
+    # (the test then compares per-bar Sharpe ratios); periods of dsr_period bars.
+    b = {k: gates.aggregate(_unit(v["returns"]), cfg.dsr_period) for k, v in bench.items()}
+    spa = gates.spa_test(gates.aggregate(_unit(r), cfg.dsr_period)[:, None], b, reps=cfg.spa_reps, seed=0)
+    c.gates["spa_p"] = float(spa.spa_p)
+    c.gates["spa_binding"] = spa.binding
+    c.gates["spa_by_benchmark"] = {k: v["consistent"] for k, v in spa.per_benchmark.items()}
     c.passed = {
         "trades": trades >= acc.min_trades,
         "dsr": _num(c.gates["dsr"]) >= acc.dsr,
         "pbo": c.gates["pbo"] is not None and c.gates["pbo"] <= acc.pbo,
-        "spa": c.gates["spa_p"] is not None and c.gates["spa_p"] <= acc.spa_p,
+        "spa": c.gates["spa_p"] <= acc.spa_p,
     }
 
 
-# -- ledger adapters (aio.discover.ledger) ----------------------------------------------
-
-
 def open_ledger(path: Any) -> Any:
-    return _core("ledger").Ledger(path)
+    from aio.discover.ledger import Ledger
 
-
-def _record(ledger: Any, c: Candidate, kind: str, params: Mapping[str, Any], returns: Any, figures: Mapping[str, Any]) -> None:
-    ledger.record(candidate_id=c.id, proposer=c.proposer, kind=kind, rule=c.structure, params=dict(params),
-                  returns=None if returns is None else np.asarray(returns, dtype=np.float64), **dict(figures))
-
-
-def _effective(ledger: Any, live: list[Candidate]) -> int:
-    distinct = len({c.structure for c in live if c.status in ("screened", "tuned")})
-    return max(int(ledger.effective_trials()), distinct)
-
-
-def _ledger_size(ledger: Any) -> int:
-    return int(len(ledger))
-
-
-
-class _Evaluation:
-    def __init__(self, result: Any, metrics: dict[str, Any]) -> None:
-        from aio.backtest.metrics import bar_returns
-
-        self.result, self.metrics = result, metrics
-        self.returns = bar_returns(result.equity_values, float(result.config.initial_capital))
-
-
-class _InterimEvaluator:
-    """INTERIM: the Evaluator's API over run_backtest + metrics until it lands on main."""
-
-    def __init__(self, frame: Any, bt: Any) -> None:
-        from aio.backtest import bar_arrays
-        from aio.strategy import SeriesCache
-
-        self.frame, self.bt = frame, bt
-        self.arrays = {c: np.ascontiguousarray(frame.get_column(c).to_numpy(), dtype=np.float64)
-                       for c in ("open", "high", "low", "close", "volume")}
-        self.cache = SeriesCache()
-        self._bars = bar_arrays(frame)
-
-    def signals(self, spec: Any, params: Any = None) -> Any:
-        from aio.strategy import signals
-
-        return signals(spec, self.arrays, params, cache=self.cache)
-
-    def run(self, spec: Any, params: Any = None, start: int = 0, end: int | None = None, metrics: Any = "full") -> Any:
-        return self.run_signals(self.signals(spec, params), start, end, metrics)
-
-    def run_signals(self, sig: Any, start: int = 0, end: int | None = None, metrics: Any = "full") -> Any:
-        from aio.backtest import run_backtest
-        from aio.backtest.metrics import compute_metrics
-        from aio.optimize.fastmetrics import metrics_for
-        from aio.optimize.signals_ops import slice_signals
-
-        end = self.frame.height if end is None else end
-        s = slice_signals(sig, start, end)
-        res = run_backtest({k: v[start:end] for k, v in self._bars.items()}, s, self.bt)
-        m = dict(compute_metrics(res)) if metrics == "full" else metrics_for(res, list(metrics))
-        return _Evaluation(res, m)
+    return Ledger(path)

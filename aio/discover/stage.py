@@ -90,7 +90,7 @@ def stage_discover(run: Any) -> None:
     from aio.discover.funnel import evaluator, make_windows, open_ledger, run_funnel
     from aio.discover.grammar import Grammar
     from aio.discover.proposers import ProposeContext
-    from aio.pipeline import backtest_config
+    from aio.backtest.evaluator import backtest_config
 
     dc = discover_config(run.cfg)
     if dc.name == "none":
@@ -107,7 +107,8 @@ def stage_discover(run: Any) -> None:
     w = make_windows(n, dc.holdout_pct, dc.embargo_bars, dc.funnel.tune)
     symbol, tf = str(run.bars.symbol), str(run.bars.timeframe)
     disc = frame.slice(0, w.discovery_end)
-    ev = evaluator(disc, bt, symbol, tf)
+    rates = getattr(run, "rates", None)
+    ev = evaluator(disc, bt, symbol, tf, None if rates is None else (rates[0][: w.discovery_end], rates[1][: w.discovery_end]))
     prop_arrays = {c: disc.get_column(c).to_numpy()[: w.proposal_end] for c in ("open", "high", "low", "close", "volume")}
     grammar = Grammar(dc.grammar, prop_arrays)
     from aio.strategy.rules import price_env
@@ -127,9 +128,10 @@ def stage_discover(run: Any) -> None:
         per_proposer[name] = len(got)
         cands.extend(got)
         log.info("candidates proposed", proposer=name, candidates=len(got))
-    ledger = open_ledger(out_dir / "ledger")
+    ledger = open_ledger(out_dir)
     res = run_funnel(cands, frame=frame, bt=bt, cfg=dc.funnel, grammar_cfg=dc.grammar, windows=w, ledger=ledger,
-                     seed=seed, symbol=symbol, timeframe=tf)
+                     seed=seed, symbol=symbol, timeframe=tf, rates=rates, ev=ev)
+    run.artifacts["discover/ledger"] = str(ledger.path)
     lineage = _lineage(run, w, model_id, res)
     written = []
     if lib is not None:
@@ -184,7 +186,7 @@ def _lineage(run: Any, w: Any, model_id: str | None, res: Any) -> dict[str, Any]
     return {
         "teacher_model_id": model_id, "symbol": str(run.bars.symbol), "timeframe": str(run.bars.timeframe),
         "data_source": getattr(run.market, "source", None), "synthetic": bool(run.synthetic),
-        "plant": (meta or {}).get("plant"),
+        "plant": {k: v for k, v in ((meta or {}).get("plant") or {}).items() if k != "event_ts_init"} or None,
         "window": {"start": _iso(ts[0]), "end": _iso(ts[-1]), "discovery_end": _iso(ts[w.discovery_end - 1]),
                    "holdout_start": _iso(ts[w.holdout_start]), **w.as_dict()},
         "ledger": res.ledger, "run_dir": str(run.run_dir),

@@ -8,7 +8,6 @@ A proposer is a class with ``Config`` (its typed options, ``discover.<name>.*``)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,18 +42,4 @@ class ProposeContext:
         return float(s) if s is not None and np.isfinite(s) else -np.inf
 
 
-def register(registry) -> None:
-    from aio.discover.proposers.distill import Distill
-    from aio.discover.proposers.grammar_search import GrammarSearch
-    from aio.discover.proposers.library import LibraryProposer
-
-    registry.add("proposer", "distill", Distill, description="shallow trees fitted to the model's OOS probabilities")
-    registry.add("proposer", "grammar_search", GrammarSearch, description="evolutionary search over the grammar (control)")
-    registry.add("proposer", "library", LibraryProposer, description="strategy library + shipped strategies, re-tested")
-    from aio.discover.proposers.vlm import VLMProposer
-
-    registry.add("proposer", "vlm", VLMProposer,
-                 description="a vision-language model writes rules under grammar-constrained decoding")
-
-
-__all__ = ["ProposeContext", "register", "Path"]
+__all__ = ["ProposeContext"]
