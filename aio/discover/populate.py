@@ -222,8 +222,14 @@ def discover_window(frame: Any, dc: Any, pc: PopulateConfig, bt: Any, seed: int,
     if ledger_dir.exists():  # a unit redone after a kill starts a fresh ledger (no doubled trials)
         shutil.rmtree(ledger_dir)
     ledger = open_ledger(ledger_dir)
-    res = run_funnel(cands, frame=frame, bt=bt, cfg=dc.funnel, grammar_cfg=dc.grammar, windows=w, ledger=ledger,
-                     seed=seed, symbol=symbol, timeframe=timeframe, progress=False)
+    from aio.discover.gates import GateInputError
+
+    try:
+        res = run_funnel(cands, frame=frame, bt=bt, cfg=dc.funnel, grammar_cfg=dc.grammar, windows=w, ledger=ledger,
+                         seed=seed, symbol=symbol, timeframe=timeframe, progress=False)
+    except GateInputError as exc:
+        raise ConfigError(f"discover.populate.window_bars={n}: a window is too short for the funnel's gates ({exc}); "
+                          "raise window_bars (or set discover.populate.discover=false for patterns only)") from None
     ts = frame.get_column("ts_event")
     from aio.discover.stage import _iso
 
