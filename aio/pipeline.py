@@ -252,6 +252,12 @@ def stage_populate(run: Run) -> None:
     impl(run)
 
 
+def stage_vlm_pairs(run: Run) -> None:
+    from aio.vlm.strategy_pairs import stage_vlm_pairs as impl
+
+    impl(run)
+
+
 def stage_analyze(run: Run) -> None:
     from aio.vlm.analyze import stage_analyze as impl
 
@@ -277,6 +283,7 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "discover_export": stage_discover_export,
     "strategies": stage_strategies,
     "populate": stage_populate,
+    "vlm_pairs": stage_vlm_pairs,
 }
 
 # tasks that never book money (so they need no conversion series)
@@ -290,7 +297,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "backtest", "export", "report"],
     "dataset": ["ingest", "bars", "indicators", "dataset"],
-    "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
+    "train": ["ingest", "bars", "indicators", "dataset", "train", "infer", "vlm_pairs"],
     "similar": ["similar"],
     "analyze": ["analyze"],
     "discover": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",

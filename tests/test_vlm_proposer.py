@@ -237,3 +237,68 @@ def test_discover_config_reads_the_vlm_section():
     sec["vlm"]["rounds"] = 0
     with pytest.raises(ConfigError, match="rounds"):
         proposer("vlm", _with_vlm(build(DiscoverConfig, sec, "discover")).options["vlm"])
+
+
+def test_training_pairs_from_accepted_library_strategies(market, tmp_path):
+    """chart window -> accepted strategy: the target is the strategy in the proposal language
+    (round trip through the library), the images are the proposer's charts of that window."""
+    import json
+
+    from PIL import Image
+
+    from aio.config import build
+    from aio.discover.candidate import Candidate
+    from aio.discover.funnel import make_windows
+    from aio.discover.library import write_candidates
+    from aio.discover.proposers.distill import _to_spec, _Feat
+    from aio.discover.stage import DiscoverConfig
+    from aio.discover.grammar import Term
+    from aio.store import PatternLibrary
+    from aio.vlm.strategy_grammar import StrategyLanguage, render_proposal
+    from aio.vlm.strategy_pairs import write_pairs
+
+    frame = market["frame"]
+    g = market["grammar"]
+    dc = build(DiscoverConfig, {"name": "funnel", "grammar": {"indicators": ["RSI", "EMA", "SMA", "CCI", "BBANDS"],
+                                                             "lengths": [10, 20], "lags": [1, 5]},
+                                "vlm": {"scales": [1, 4], "chart_bars": 32, "chart_px": 64}}, "discover")
+    w = make_windows(frame.height, dc.holdout_pct, dc.embargo_bars, dc.funnel.tune)
+    rng = np.random.default_rng(4)
+    genomes = [g.genome(rng) for _ in range(3)]
+    cands = []
+    for i, gen in enumerate(genomes):
+        c = Candidate("vlm", g.to_spec(gen, name=f"c{i}"))
+        c.id, c.status = f"d{i}", ("accepted" if i < 2 else "rejected")
+        cands.append(c)
+    rsi = next(b for b in g.blocks if b.label == "RSI")
+    distilled = _to_spec(g, [_Feat("dist", Term(rsi, 10))], ((0, "le", 40.0),), 1, 1.0, 2.0, "ds")
+    c = Candidate("distill", distilled)
+    c.id, c.status = "d9", "accepted"
+    cands.append(c)
+    lib = PatternLibrary(tmp_path / "lib.lancedb")
+    from aio.discover.stage import _iso
+
+    ts = frame.get_column("ts_event")
+    lineage = {"symbol": "EURUSD", "timeframe": "1m", "synthetic": True,
+               "window": {"start": _iso(ts[0]), "end": _iso(ts[-1]), **w.as_dict()}}
+    write_candidates(lib, cands, lineage)
+    res = write_pairs(lib, frame, tmp_path / "pairs", dc, "EURUSD", "1m", True)
+    assert (res["pairs"], res["not_accepted"], res["not_expressible"]) == (2, 1, 1)
+    lines = [json.loads(x) for x in (tmp_path / "pairs" / "pairs.jsonl").read_text().splitlines()]
+    gw = type(g)(g.cfg, {k: v[: w.proposal_end] for k, v in market["arrays"].items()})
+    lang = StrategyLanguage.from_grammar(gw)
+    from aio.discover.grammar import canonical_text, fast_spec
+    from aio.vlm.strategy_grammar import parse_proposal
+
+    def canon(spec):  # the rules; brackets are snapped to the language's grid (the tuner moves them later)
+        return "; ".join(p for p in canonical_text(fast_spec(spec)).split("; ") if not p.startswith(("stop", "take")))
+
+    got = sorted(canon(gw.to_spec(parse_proposal(x["target"], gw))) for x in lines)
+    assert got == sorted(canon(c.spec) for c in cands[:2])  # the target says exactly the stored rules
+    grid = {v for vs in (*lang.stops.values(), *lang.takes.values()) for v in vs}
+    assert all(x["target"].split("stop ")[1].split()[0].rstrip("%,") in grid for x in lines)
+    assert all(x["target"] == render_proposal(parse_proposal(x["target"], gw), lang) for x in lines)
+    for x in lines:
+        assert x["synthetic"] is True and "Leaderboard" not in x["prompt"] and len(x["images"]) == 2
+        im = Image.open(tmp_path / "pairs" / x["images"][0])
+        assert im.size == (64, 64)
