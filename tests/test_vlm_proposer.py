@@ -302,3 +302,16 @@ def test_training_pairs_from_accepted_library_strategies(market, tmp_path):
         assert x["synthetic"] is True and "Leaderboard" not in x["prompt"] and len(x["images"]) == 2
         im = Image.open(tmp_path / "pairs" / x["images"][0])
         assert im.size == (64, 64)
+
+
+def test_a_vlm_proposer_without_a_vision_language_model_fails_before_any_work():
+    from omegaconf import OmegaConf
+
+    from aio.discover.stage import validate
+
+    cfg = OmegaConf.create({"discover": {"name": "funnel", "proposers": ["vlm", "grammar_search"]},
+                            "model": {"name": "none"}})
+    with pytest.raises(ConfigError, match="model=minicpm_v or model=hf_vlm"):
+        validate(cfg, "discover")
+    cfg.model = {"name": "hf_vlm"}
+    validate(cfg, "discover")  # the model section itself is the model plugin's to check

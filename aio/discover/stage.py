@@ -81,6 +81,11 @@ def validate(cfg: Any, task: str) -> None:
         raise ConfigError(f"config key discover.options has {unknown}, which are not proposers ({', '.join(sorted(known))})")
     for name in set(dc.options) - set(dc.proposers):
         proposer(name, dc.options.get(name))  # options of an unused proposer must still be valid
+    if "vlm" in dc.proposers:  # needs a vision-language model: say so before any data is loaded
+        from aio.appconfig import section
+        from aio.discover.proposers.vlm import model_section
+
+        model_section(section(cfg, "model"), (dc.options.get("vlm") or {}).get("model") or {})
 
 
 # -- the discover stage -------------------------------------------------------------------
