@@ -171,7 +171,7 @@ class Grammar:
             x = self.series(t)
             x = x[np.isfinite(x)]
             lo, hi = np.quantile(x, self.cfg.level_quantiles)
-            starts = [float(v) for v in np.quantile(x, [0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9])]
+            starts = [float(v) for v in np.quantile(x, [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95])]
             self._levels[key] = (float(lo), float(hi), starts)
         return self._levels[key]
 
@@ -217,10 +217,10 @@ class Grammar:
         atoms: list[Atom] = []
         for b in self.level_blocks:
             t = Term(b, self.default_length(b))
-            q = self.levels(t)[2]  # quantiles 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9
-            for lv in (q[0], q[1], q[-2], q[-1]):
+            q = self.levels(t)[2]  # quantiles 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95
+            for lv in (q[0], q[1], q[2], q[-3], q[-2], q[-1]):
                 atoms += [Atom("xup", t, level=lv), Atom("xdn", t, level=lv)]
-            atoms += [Atom("lt", t, level=q[0]), Atom("gt", t, level=q[-1])]
+            atoms += [Atom("lt", t, level=q[1]), Atom("gt", t, level=q[-2])]
         for b in self.price_blocks:
             t = Term(b, self.default_length(b))
             atoms += [Atom("xup", close, t), Atom("xdn", close, t)]
@@ -406,8 +406,15 @@ def canonical_text(spec: Any, params: Mapping[str, Any] | None = None) -> str:
         if bind.expr is not None:
             inner = expr(spec.ast(f"ind:{base}"), 0)
         else:
-            ins = ",".join(expr(spec.ast(f"ind:{base}:in:{src}"), 0) for src in bind.inputs.values())
-            pars = ",".join(f"{k}={_fmt(p.get(v, v) if isinstance(v, str) else v)}" for k, v in sorted(bind.params.items()))
+            from aio.indicators import get_indicator
+
+            d = get_indicator(bind.fn)
+            ins = ",".join(expr(spec.ast(f"ind:{base}:in:{bind.inputs[i]}"), 0) if i in bind.inputs else i
+                           for i in d.inputs)
+            given = {k: (p.get(v, v) if isinstance(v, str) else v) for k, v in bind.params.items()}
+            marks = {k: v for k, v in given.items() if isinstance(v, str)}  # structure_text's <name> marks
+            full = {**d.resolve_params({k: v for k, v in given.items() if k not in marks}), **marks}
+            pars = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(full.items()))
             inner = f"{bind.fn}({ins}{';' + pars if pars else ''})"
         out = attr or bind.output
         return f"{inner}.{out}" if out else inner

@@ -21,7 +21,7 @@ from aio.discover.candidate import Candidate
 
 @dataclass
 class GrammarSearchConfig:
-    random_share: float = param(0.6, gt=0, le=1, help="share of the budget spent before breeding")
+    random_share: float = param(0.75, gt=0, le=1, help="share of the budget spent before breeding")
     singles: bool = param(True, help="start from every one-condition rule (then random genomes)")
     tournament: int = param(4, ge=2)
     crossover: float = param(0.3, ge=0, le=1, help="probability a child is a crossover")
