@@ -29,7 +29,13 @@ def app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    register_experiments()
+    from aio.errors import AioError
+
+    try:
+        register_experiments()  # experiments/, plugin folders (their config nodes), resolvers
+    except AioError as exc:  # e.g. AIO_PLUGINS_DIR naming a folder that does not exist
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     app()
 
 

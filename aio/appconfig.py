@@ -140,6 +140,11 @@ def plugin_config(kind: str, cfg: DictConfig, key: str | None = None) -> tuple[A
     return plugin.obj, config
 
 
+# Registered on import: Hydra resolves run folders in every process that runs a job (the
+# joblib launcher's workers import the app, not main()).
+register_resolvers()
+
+
 def run_section(cfg: DictConfig) -> RunSection:
     keys = {k: cfg.get(k) for k in ("task", "seed", "experiment", "plugins_dir", "log_level") if k in cfg}
     return build(RunSection, keys, "")

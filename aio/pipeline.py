@@ -363,8 +363,8 @@ def validate(cfg: DictConfig, task: str) -> None:
 
     A typo in the strategy or the optimiser must not surface after minutes of
     downloading and training: each error names the key, the value and what is allowed.
-    Cheap checks come first and only config types are imported (never a model, LanceDB
-    or torch), so a wrong value is reported within a second or two.
+    Cheap checks come first and only config types are imported (a model is never built,
+    so torch and Lightning never load here), so a wrong value is reported within a second or two.
     """
     from aio.config import build
     from aio.registry import registry
@@ -495,8 +495,7 @@ def objective_of(run: Run) -> float | None:
         return None
     m = head.get("metrics") or {}
     if head.get("sample") == "out_of_sample" and run.optimize is not None:
-        obj = run.metrics.get("optimize", {}).get("objective")
-        v = m.get(obj) if obj else None
+        v = run.optimize.summary.get("oos_objective")  # the optimiser's objective, out of sample
         if v is not None:
             return float(v)
     v = m.get("net_profit")

@@ -163,6 +163,8 @@ def test_a_config_error_leaves_a_failed_manifest_in_a_named_folder(tmp_path):
     assert manifest["status"] == "failed" and manifest["stage"] == "validate"
     assert manifest["error"]["type"] == "ConfigError" and "backtest.qty" in manifest["error"]["message"]
     assert not (run_dir / "metrics.json").exists()
+    # one hardware probe (aio.hardware); a run that never loaded torch is not made to import it
+    assert manifest["hardware"]["cpu_logical"] >= 1 and manifest["hardware"]["gpu_probed"] is False
 
 
 def test_experiment_names_the_run_folder(tmp_path):

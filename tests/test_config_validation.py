@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import pytest
@@ -56,3 +57,93 @@ def test_errors_name_key_value_and_allowed(mapping, words):
 
 def test_optional_fields_accept_null():
     assert build(Sample, {"path": None}, "data").path is None
+
+
+# -- each default in one place: dataclass defaults == the shipped YAML (issue 15, part 10) ----
+
+# Groups whose YAML is not a plugin's own section: (dataclass, the YAML holding its defaults).
+GROUP_SCHEMAS = {
+    "optimize": ("aio.optimize.config:OptimizeConfig", "tpe"),
+    "dataset": ("aio.dataset.config:DatasetConfig", "default"),
+    "trainer": ("aio.train.config:TrainerConfig", "cpu"),
+    "query": ("aio.models.similar:QueryConfig", "default"),
+}
+# backtest: BacktestConfig vs conf/backtest/default.yaml is checked with the backtest (lead);
+# strategy: each YAML is a strategy of its own, not a set of defaults; hydra: Hydra's.
+NOT_DEFAULTS = {"backtest", "strategy", "hydra"}
+NO_SCHEMA = {("optimize", "none")}  # "no search": nothing to build
+# Known drift, left to the owner of aio/sizing/steps.py: the YAML's limits (micro lots, 30x
+# leverage) are not VolTargetConfig's/KellyConfig's defaults. Strict: fixing it turns these red
+# until the entry is removed.
+KNOWN_DRIFT: set[tuple[str, str]] = set()
+
+
+def _conf_yamls() -> list:
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    return [pytest.param(g.name, y.stem, marks=pytest.mark.xfail(strict=True, reason="limits: YAML != dataclass"))
+            if (g.name, y.stem) in KNOWN_DRIFT else (g.name, y.stem)
+            for g in sorted(conf.iterdir()) if g.is_dir() and g.name not in NOT_DEFAULTS
+            for y in sorted(g.glob("*.yaml"))]
+
+
+def _schema(group: str, section: dict) -> tuple[type, object, str]:
+    """(dataclass, its defaults, the YAML stem that must hold exactly those defaults)."""
+    import dataclasses
+
+    from aio.registry import KINDS, registry, resolve
+
+    if group in GROUP_SCHEMAS:
+        ref, base = GROUP_SCHEMAS[group]
+        cls = resolve(ref)
+        return cls, cls(), base
+    kind = next(k for k, g in KINDS.items() if g == group)
+    plugin = registry.get_plugin(kind, section["name"])
+    if kind == "indicator_set":  # the registered object is the set itself (aio.indicators.sets)
+        return type(plugin.obj), plugin.obj, section["name"]
+    cfg = plugin.config if plugin.config is not None else getattr(plugin.obj, "config", None)  # sizer: StepDef.config
+    assert cfg is not None, f"{group}: plugin {section['name']!r} has no config dataclass"
+    if isinstance(cfg, type):
+        return cfg, cfg(), section["name"]
+    assert dataclasses.is_dataclass(cfg)
+    return type(cfg), cfg, section["name"]
+
+
+@pytest.mark.parametrize("group,stem", _conf_yamls())
+def test_shipped_yaml_and_dataclass_defaults_agree(group, stem):
+    """The YAML named after its plugin (or the group's designated one) holds exactly the
+    dataclass defaults; every other YAML of the same schema is a variant that inherits it
+    (``defaults: [base]``, lightning-hydra-template style) and says only what differs."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_config
+
+    if (group, stem) in NO_SCHEMA:
+        return
+    composed = OmegaConf.to_container(compose_config(f"{group}={stem}")[group], resolve=True)
+    cls, defaults, base = _schema(group, composed)
+    built = build(cls, composed, group)
+    if stem == base:
+        got, want = dataclasses.asdict(built), dataclasses.asdict(defaults)
+        drift = {k: {"yaml": got[k], "dataclass": want[k]} for k in want if got.get(k) != want[k]}
+        assert not drift, f"conf/{group}/{stem}.yaml and {cls.__name__}'s defaults disagree: {drift}"
+    else:
+        raw = OmegaConf.load(Path(__file__).resolve().parent.parent / "conf" / group / f"{stem}.yaml")
+        parents = [d for d in raw.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        assert parents, (f"conf/{group}/{stem}.yaml is a variant of {base}.yaml ({cls.__name__}): inherit it with "
+                         f"`defaults: [{base}, _self_]` and keep only what differs")
+
+
+def test_a_drifted_default_is_caught(monkeypatch):
+    """The check above can fail: change one dataclass default and it names the key."""
+    import dataclasses
+
+    from aio.optimize.config import OptimizeConfig
+
+    changed = dataclasses.make_dataclass("OptimizeConfig", [("n_trials", int, dataclasses.field(default=7))],
+                                         bases=(OptimizeConfig,))
+    monkeypatch.setitem(GROUP_SCHEMAS, "optimize", (f"{__name__}:_CHANGED", "tpe"))
+    monkeypatch.setitem(globals(), "_CHANGED", changed)
+    with pytest.raises(AssertionError, match=r"n_trials.*'yaml': 200, 'dataclass': 7"):
+        test_shipped_yaml_and_dataclass_defaults_agree("optimize", "tpe")

@@ -193,7 +193,8 @@ def test_the_app_lists_suspect_hours_and_strict_fails(feed, tmp_path):
 
     with Mirror(root=feed) as m:
         m.inject(H10, "404")
-        run = aio(m, f"hydra.run.dir={tmp_path / 'run'}")
+        # P&L in JPY: the mirror holds no USDJPY for a USD conversion
+        run = aio(m, "backtest.account_currency=JPY", f"hydra.run.dir={tmp_path / 'run'}")
         assert run.returncode == 0, run.stdout + run.stderr
         quality = json.loads((tmp_path / "run" / "data_quality.json").read_text())["source"]
         assert quality["suspect_empty"] == ["2012-12-03T10:00Z/2012-12-03T11:00Z"]

@@ -68,3 +68,30 @@ def test_far_too_much_size_ruins_and_voids_the_ratios(tmp_path):
     # nothing trades after the ruin bar, and the books balance
     assert trades["exit_bar"].max() <= m["ruin"]["bar"]
     assert trades["pnl"].sum() == pytest.approx(m["net_profit"], rel=1e-9, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_synthetic_gbpjpy_converts_through_a_synthetic_usdjpy_series(tmp_path):
+    """Each trade's USD P&L is its JPY P&L at USDJPY's price of the exit fill's bar, where
+    that USDJPY series is generated independently here with the same source and range."""
+    import numpy as np
+
+    from aio.bars import bars_from_market
+    from aio.config import build
+    from aio.data.synthetic import SyntheticDataConfig, SyntheticSource
+
+    run = _run(tmp_path, "gbpjpy", "data=synthetic", "data.symbol=GBPJPY", "data.base_price=190",
+               "data.end=2024-03-06", "+backtest.conversion_data.base_price=150", "backtest.commission=0",
+               "strategy=sma_cross", "strategy.params.fast=10", "strategy.params.slow=40")
+    m = json.loads((run / "metrics.json").read_text())
+    assert "USDJPY" in m["account"]["conversion"]
+    trades = pl.read_csv(run / "trades.csv")
+    assert trades.height > 10
+    cfg = build(SyntheticDataConfig, {"symbol": "USDJPY", "base_price": 150, "end": "2024-03-06"}, "data")
+    usdjpy = bars_from_market(SyntheticSource(cfg).load()).frame
+    o, c = usdjpy["open"].to_numpy(), usdjpy["close"].to_numpy()
+    xb = trades["exit_bar"].to_numpy()
+    at_close = trades["exit_signal"].to_numpy() == "Open"
+    rate = np.where(at_close, 1.0 / c[xb], 1.0 / o[xb])
+    np.testing.assert_allclose(trades["pnl"].to_numpy(), trades["pnl_quote"].to_numpy() * rate, rtol=1e-9)
+    assert trades["pnl"].sum() == pytest.approx(m["backtest"]["net_profit"], rel=1e-9)

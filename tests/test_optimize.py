@@ -22,8 +22,6 @@ from aio.optimize.study import run_study
 from aio.optimize.walkforward import Window
 from aio.strategy import load_builtin, load_spec
 
-pytest.importorskip("aio.backtest.metrics", reason="the backtest metrics module is not in this checkout")
-
 OBJ = {o.name: o for o in OBJECTIVES}
 
 

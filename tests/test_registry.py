@@ -335,3 +335,16 @@ def test_plugin_objective_reads_the_trades(kinds_plugin, tv_bars):
     assert registry.get("objective", "net_profit").value(metrics) == pytest.approx(metrics["net_profit"])
     with pytest.raises(Exception, match="computes from the trades"):
         obj.value(metrics)
+
+
+def test_a_named_plugin_folder_that_is_missing_is_a_clear_error(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AIO_PLUGINS_DIR": str(tmp_path / "nope")}
+    for args in (["-m", "aio", "--cfg", "job"], ["-m", "aio.plugins"]):
+        proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert f"plugin folder {tmp_path / 'nope'} does not exist" in proc.stderr and "Traceback" not in proc.stderr

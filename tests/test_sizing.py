@@ -46,7 +46,8 @@ def cross_signals(frame: pl.DataFrame, fast: int = 5, slow: int = 20) -> Signals
 def test_vol_target_without_history_matches_the_formula():
     fr = bars()
     sig = cross_signals(fr)
-    section = {"name": "vol_target", "risk_pct": 1.0, "atr_length": 14, "atr_mult": 2.0, "compound": False}
+    section = {"name": "vol_target", "risk_pct": 1.0, "atr_length": 14, "atr_mult": 2.0, "compound": False,
+               "limits": {"min_units": 0.0, "max_leverage": None, "lot_step": None}}  # the bare formula
     out, _ = size_signals(section, fr, sig, _bt())
     atr = talib.ATR(fr["high"].to_numpy(), fr["low"].to_numpy(), fr["close"].to_numpy(), 14)
     expect = np.where(np.isfinite(atr), 0.01 * 100_000.0 / (2.0 * np.nan_to_num(atr, nan=1.0)), 0.0)

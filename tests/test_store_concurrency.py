@@ -70,6 +70,7 @@ def _writer(paths: list[str], start, done, errors) -> None:
         done.abort()
 
 
+@pytest.mark.slow
 def test_racing_first_writes_never_duplicate(tmp_path: Path):
     ctx = mp.get_context("spawn")
     start, done, errors = ctx.Barrier(WRITERS), ctx.Barrier(WRITERS), ctx.Queue()

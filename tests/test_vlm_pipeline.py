@@ -8,9 +8,11 @@ import numpy as np
 import polars as pl
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("peft")
-pytest.importorskip("llguidance")
+# The VLM stack is a declared dependency (aio[vlm], installed by CI): imported plainly so a
+# broken install fails here instead of skipping these tests silently.
+import llguidance  # noqa: E402,F401
+import peft  # noqa: E402,F401
+import transformers  # noqa: E402,F401
 
 from aio.records import NS_PER_MINUTE, Bars  # noqa: E402
 

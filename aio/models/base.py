@@ -8,8 +8,6 @@ pattern rows for the library (the *store* stage).
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,18 +87,11 @@ def write_tables(result: ModelResult, out_dir: Path) -> dict[str, Path]:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"model_metrics": out_dir / "model_metrics.json", "model_folds": out_dir / "model_folds.csv"}
-    paths["model_metrics"].write_text(json.dumps(result.metrics, indent=2, default=_json))
+    from aio.jsonio import dumps  # the one numpy-to-JSON cleaner
+
+    paths["model_metrics"].write_text(dumps(result.metrics))
     if result.fold_rows:
         pl.DataFrame(result.fold_rows, infer_schema_length=None).write_csv(paths["model_folds"])
     return paths
 
 
-def _json(o: Any) -> Any:
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        f = float(o)
-        return None if math.isnan(f) else f
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

@@ -53,7 +53,7 @@ class Context:
 
     def trial_backtest(self, sig: Any, w: Window) -> tuple[Any, dict[str, Any]]:
         """The fast path of a trial: only the metrics the objectives (and the DSR) need."""
-        keys = [o.key for o in self.objectives] + ["sharpe", "periods_per_year", "trade_count"]
+        keys = [o.key for o in self.objectives if o.key] + ["sharpe", "periods_per_year", "trade_count"]
         e = self.ev.run_signals(sig, start=w.start, end=w.end, metrics=keys)
         return e.result, e.metrics
 
@@ -114,7 +114,7 @@ def evaluate_window(ctx: Context, params: Mapping[str, Any], window: Window, tri
         trades += n_tr
         if n_tr < need:
             raise Infeasible(f"{n_tr} trades in IS block {b + 1}/{len(parts)} < {need} (optimize.min_trades)")
-        vals = [o.value(m) for o in ctx.objectives]
+        vals = [o.value(m, result) for o in ctx.objectives]
         if any(math.isnan(v) for v in vals):
             raise Infeasible(f"objective undefined in IS block {b + 1} ({dict(zip([o.name for o in ctx.objectives], vals))})")
         for i, v in enumerate(vals):

@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import structlog
 from optuna.trial import TrialState
 
+from aio.jsonio import plain  # the one numpy-to-JSON cleaner
+
 log = structlog.get_logger(__name__)
-
-
-def _plain(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return None if math.isnan(f) or math.isinf(f) else f
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
-    return v
 
 
 def trials_frame(result: Any) -> pl.DataFrame:
@@ -47,7 +34,7 @@ def trials_frame(result: Any) -> pl.DataFrame:
                 row[f"value.{name}"] = vals[i] if i < len(vals) else None
             for k, v in t.params.items():
                 row[f"param.{k}"] = v
-            rows.append(_plain(row))
+            rows.append(plain(row))
     if not rows:
         return pl.DataFrame()
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -94,11 +81,11 @@ def write_reports(result: Any, ctx: Any, out_dir: Path, plots: bool = True, synt
         files[stem if ext in ("csv", "json", "parquet") else f"{stem}_{ext}"] = out_dir / name
         return out_dir / name
 
-    put("best_params.json").write_text(json.dumps(_plain(result.best_params), indent=2))
+    put("best_params.json").write_text(json.dumps(plain(result.best_params), indent=2))
     trials = trials_frame(result)
     if trials.height:
         trials.write_csv(put("trials.csv"))
-    folds = pl.DataFrame([_plain(r.row) for r in result.folds], infer_schema_length=None, strict=False)
+    folds = pl.DataFrame([plain(r.row) for r in result.folds], infer_schema_length=None, strict=False)
     folds.write_csv(put("folds.csv"))
     hist = history_frame(result)
     hist.write_csv(put("history.csv"))
@@ -107,7 +94,7 @@ def write_reports(result: Any, ctx: Any, out_dir: Path, plots: bool = True, synt
     result.summary["importances"] = imp
     if result.oos_equity is not None:
         result.oos_equity.write_parquet(put("oos_equity.parquet"))
-    put("summary.json").write_text(json.dumps(_plain(result.summary), indent=2, default=str))
+    put("summary.json").write_text(json.dumps(plain(result.summary), indent=2, default=str))
     if plots:
         try:
             _plots(result, hist, imp, put, synthetic)

@@ -167,7 +167,7 @@ def optimize_bars(ctx: Context, spec: StorageSpec, base_name: str, seed: int | N
         res_is, m_is, _ = ctx.backtest(sig, f.is_)
         m_oos = None
         if f.oos is not None:
-            _, m_oos, _ = ctx.backtest(sig, f.oos)
+            res_oos, m_oos, _ = ctx.backtest(sig, f.oos)
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         srs = np.array([t.user_attrs.get("sr_bar", np.nan) for t in complete], dtype=np.float64)
         srs = srs[np.isfinite(srs)]
@@ -175,8 +175,8 @@ def optimize_bars(ctx: Context, spec: StorageSpec, base_name: str, seed: int | N
         d = deflated_sharpe(float(best.user_attrs.get("sr_bar", mom["sr"])), mom["n_obs"], mom["skew"],
                             mom["kurtosis"], len(complete), float(np.var(srs, ddof=1)) if len(srs) > 1 else 0.0)
         states = [t.state for t in study.trials]
-        is_v = obj0.value(m_is)
-        oos_v = obj0.value(m_oos) if m_oos is not None else None
+        is_v = obj0.value(m_is, res_is)
+        oos_v = obj0.value(m_oos, res_oos) if m_oos is not None else None
         row = {
             "fold": f.index + 1,
             "is_start": _iso(_ts(ctx.frame, f.is_.start)), "is_end": _iso(_ts(ctx.frame, f.is_.end - 1)),
@@ -215,7 +215,7 @@ def optimize_bars(ctx: Context, spec: StorageSpec, base_name: str, seed: int | N
         oos_equity = pl.DataFrame({"ts_event": ts[: len(eq)], "equity": eq[: len(ts)]})
     warns = edge_warnings(ctx.space, [r.best_params for r in results])
     is_vals = [r.row[f"is_{obj0.name}"] for r in results]
-    oos_v = obj0.value(oos_metrics) if oos_metrics is not None else None
+    oos_v = obj0.value(oos_metrics, oos_eval.result) if oos_metrics is not None else None
     summary = {
         "sampler": cfg.name,
         "objective": obj0.name,

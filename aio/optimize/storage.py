@@ -16,8 +16,8 @@ the target is marked surplus (FAIL + ``aio_surplus``) and not counted.
 
 Dead workers: on database storages every running trial beats a heartbeat
 (``optimize.heartbeat_s``); a trial silent for two intervals is failed by Optuna's
-``fail_stale_trials`` from whichever worker looks next, on any machine (attribute
-``aio_heartbeat_failed``). File storages have no heartbeat: a trial whose worker process
+``fail_stale_trials`` from whichever worker looks next, on any machine (study attribute
+``aio_heartbeat_failed.<trial number>``). File storages have no heartbeat: a trial whose worker process
 died on this machine is failed instead (``aio_stale``).
 """
 
@@ -143,8 +143,12 @@ def open_storage(spec: StorageSpec, heartbeat_s: int | None = None) -> Any:
 
 
 def on_heartbeat_stale(study: optuna.Study, trial: Any) -> None:
-    """Optuna failed ``trial`` because its heartbeat stopped (its worker died or hung)."""
-    study._storage.set_trial_system_attr(trial._trial_id, HEARTBEAT_ATTR, True)
+    """Optuna failed ``trial`` because its heartbeat stopped (its worker died or hung).
+
+    Recorded on the study (a finished trial takes no attributes): ``aio_heartbeat_failed.<number>``.
+    """
+    study._storage.set_study_system_attr(study._study_id, f"{HEARTBEAT_ATTR}.{trial.number}",
+                                         trial.system_attrs.get(WORKER_ATTR) or "")
     log.warning("trial failed: its worker stopped beating", study=study.study_name, trial=trial.number,
                 worker=trial.system_attrs.get(WORKER_ATTR))
 

@@ -69,26 +69,40 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
         yield
 
 
+def _tell(study: optuna.Study, trial: optuna.Trial, values: Any = None, state: TrialState | None = None) -> None:
+    # A trial failed by heartbeat while its worker still ran (a long pause) is finished already:
+    # its result is dropped, and the worker goes on with the next trial.
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        log.warning("trial was failed while it ran (heartbeat missed); its result is dropped",
+                    study=study.study_name, trial=trial.number)
+        return
+    study.tell(trial, values, state=state, skip_if_finished=True)
+
+
 def _run_one(study: optuna.Study, trial: optuna.Trial, fn: Callable) -> TrialState:
     with _heartbeat(study, trial):
         try:
             values = fn(trial)
         except optuna.TrialPruned:
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
         except Infeasible as exc:
             trial.set_user_attr("infeasible", str(exc))
-            study.tell(trial, state=TrialState.PRUNED)
+            _tell(study, trial, state=TrialState.PRUNED)
             return TrialState.PRUNED
+        except optuna.exceptions.UpdateFinishedTrialError:
+            log.warning("trial was failed while it ran (heartbeat missed); its result is dropped",
+                        study=study.study_name, trial=trial.number)
+            return TrialState.FAIL
         except (AioError, KeyboardInterrupt):
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             raise
         except Exception as exc:
             log.warning("trial failed", trial=trial.number, params=trial.params, error=repr(exc))
             trial.set_user_attr("error", repr(exc)[:500])
-            study.tell(trial, state=TrialState.FAIL)
+            _tell(study, trial, state=TrialState.FAIL)
             return TrialState.FAIL
-    study.tell(trial, values)
+    _tell(study, trial, values)
     return TrialState.COMPLETE
 
 
@@ -191,7 +205,8 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
         with claim_lock(spec, study_name):
             fail_stale(study)
     before = counted(study, cfg.count_failed)
-    if before >= target:
+    # Complete, and no other worker's trial still running (those are waited for in worker_loop).
+    if before >= target and not (spec.shareable and heartbeat_enabled(study._storage) and running_trials(study)):
         log.info("study already complete", study=study_name, trials=before, target=target)
         return study
     log.debug("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,

@@ -82,7 +82,7 @@ def _step(name: Any, where: str) -> StepDef:
     if not isinstance(st, StepDef) or not (isinstance(st.config, type) and issubclass(st.config, SizerBase)):
         raise ConfigError(
             f"sizer plugin {name!r} must be an aio.sizing.steps.StepDef whose config extends "
-            f"aio.sizing.steps.SizerBase (got {type(st).__name__}); see docs/sizing.md"
+            f"aio.sizing.steps.SizerBase (got {type(st).__name__}); see docs/optimize.md, Sizers"
         )
     return st
 

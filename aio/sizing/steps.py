@@ -79,9 +79,15 @@ class PercentConfig(SizerBase):
     percent: float = param(10.0, gt=0, le=10000, help="order value as percent of equity")
 
 
+def _lot_limits() -> "LimitsConfig":
+    """Risk-based sizes in whole micro lots, at most 30x leverage (EU retail on majors)."""
+    return LimitsConfig(min_units=1000.0, max_units=None, max_leverage=30.0, lot_step=1000.0)
+
+
 @dataclass
 class VolTargetConfig(SizerBase):
     name: str = "vol_target"
+    limits: LimitsConfig = field(default_factory=_lot_limits)
     risk_pct: float = param(0.5, gt=0, le=100, help="equity risked per order, percent")
     atr_length: int = param(14, ge=1)
     atr_mult: float = param(2.0, gt=0, help="risk distance in ATRs (e.g. the stop)")
@@ -91,6 +97,7 @@ class VolTargetConfig(SizerBase):
 @dataclass
 class KellyConfig(SizerBase):
     name: str = "kelly"
+    limits: LimitsConfig = field(default_factory=_lot_limits)
     fraction: float = param(0.5, gt=0, le=1, help="fraction of the full Kelly bet")
     cap: float = param(0.02, gt=0, le=1, help="most equity risked per order")
     lookback: int = param(50, ge=2, help="closed trades the win rate and payoff come from")

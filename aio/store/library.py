@@ -175,15 +175,19 @@ class PatternLibrary:
         if PATTERNS not in self._db.names():
             return
         with self._db.lock(PATTERNS):
-            old = self._db.open(PATTERNS) if PATTERNS in self._db.names() else None
+            old = self._db.open(PATTERNS) if PATTERNS in self._db.names(fresh=True) else None
             if old is None:
                 return
             old.checkout_latest()
-            data = old.to_arrow().drop_columns(["pattern_id"])
+            data = patterns_to_arrow(old.to_arrow().drop_columns(["pattern_id"]))
             log.warning("moving the single patterns table into one table per model", path=str(self.path),
                         rows=data.num_rows)
-            self.add_patterns(data) if data.num_rows else None
-            self._written.clear()
+            width = data.schema.field(VECTOR).type.list_size
+            for model, rows in _by_model(data) if data.num_rows else ():
+                for start in range(0, rows.num_rows, self.cfg.write_batch_rows):
+                    # update=False: a row written since (to the new table) is newer than the old one
+                    self.upsert(pattern_table_name(model, width), rows.slice(start, self.cfg.write_batch_rows),
+                                "pattern_id", pattern_schema(width), update=False)
             self._db.drop(PATTERNS)
 
     def table(self, name: str) -> Any:
@@ -239,6 +243,7 @@ class PatternLibrary:
         RecordBatch, a polars DataFrame, a RecordBatchReader, or an iterator of those
         (a batched write). Each ``write_batch_rows`` slice is one transaction.
         """
+        self._migrate_legacy()
         inserted = updated = tx = rows = 0
         version = 0
         update = self.cfg.on_conflict == "update"

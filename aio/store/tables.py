@@ -38,6 +38,7 @@ class LockedDB:
         (self.path / LOCK_DIR).mkdir(exist_ok=True)
         self.db = lancedb.connect(str(self.path))
         self._tables: dict[str, Any] = {}
+        self._names: list[str] | None = None
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:
@@ -49,7 +50,13 @@ class LockedDB:
         finally:
             os.close(fd)  # closing the descriptor releases the lock
 
-    def names(self) -> list[str]:
+    def names(self, fresh: bool = False) -> list[str]:
+        """The tables (as listed when first asked, or after :meth:`refresh`; ``fresh``: list now)."""
+        if self._names is None or fresh:
+            self._names = self._list()
+        return self._names
+
+    def _list(self) -> list[str]:
         out, token = [], None
         while True:
             page = self.db.list_tables(page_token=token)
@@ -76,10 +83,11 @@ class LockedDB:
         if tbl is not None:
             return tbl
         with self.lock("create"):
-            if name in self.names():
+            if name in self.names(fresh=True):
                 tbl = self.db.open_table(name)
             else:
                 tbl = self.db.create_table(name, schema=schema)
+                self._names = None
         self._tables[name] = tbl
         return tbl
 
@@ -102,10 +110,12 @@ class LockedDB:
 
     def drop(self, name: str) -> None:
         with self.lock("create"):
-            if name in self.names():
+            if name in self.names(fresh=True):
                 self.db.drop_table(name)
         self._tables.pop(name, None)
+        self._names = None
 
     def refresh(self) -> None:
+        self._names = None
         for tbl in self._tables.values():
             tbl.checkout_latest()

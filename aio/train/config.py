@@ -25,11 +25,14 @@ class CheckpointConfig:
 
 @dataclass
 class TrainerConfig:
-    """Lightning trainer settings; ``null``/``auto`` values are chosen from the hardware."""
+    """Lightning trainer settings; ``null``/``auto`` values are chosen from the hardware.
+
+    The defaults are conf/trainer/cpu.yaml's values (a test fails when they drift).
+    """
 
     name: str = "cpu"
-    accelerator: str = param("auto", choices=["auto", "cpu", "gpu", "cuda"], help="auto: the GPU when there is one")
-    devices: Any = param("auto", help="number of devices, a list of ids, or auto")
+    accelerator: str = param("cpu", choices=["auto", "cpu", "gpu", "cuda"], help="auto: the GPU when there is one")
+    devices: Any = param(1, help="number of devices, a list of ids, or auto")
     strategy: str = param("auto", choices=["auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true"],
                           help="ddp_spawn trains on several devices and returns to the run (the pipeline continues)")
     num_nodes: int = param(1, ge=1)
