@@ -42,21 +42,24 @@ class ProposeContext:
         return float(s) if s is not None and np.isfinite(s) else -np.inf
 
 
+DESCRIPTIONS = {
+    "distill": "shallow trees fitted to the model's out-of-sample probabilities (discovery)",
+    "grammar_search": "evolutionary search over the grammar, blind to any model (the control)",
+    "library": "the strategy library and the shipped strategies, re-tested",
+    "vlm": "a vision-language model writes rules under grammar-constrained decoding",
+}
+
+
 def register(registry) -> None:
-    """The built-in proposers (aio/builtin.py declares the same rows for the lazy registry)."""
+    """What aio.builtin declares for this package (kind ``proposer``)."""
     from aio.discover.proposers.distill import Distill
     from aio.discover.proposers.grammar_search import GrammarSearch
     from aio.discover.proposers.library import LibraryProposer
     from aio.discover.proposers.vlm import VLMProposer
 
-    registry.add("proposer", "distill", Distill,
-                 description="shallow trees fitted to the model's out-of-sample probabilities (discovery)")
-    registry.add("proposer", "grammar_search", GrammarSearch,
-                 description="evolutionary search over the grammar, blind to any model (the control)")
-    registry.add("proposer", "library", LibraryProposer,
-                 description="the strategy library and the shipped strategies, re-tested")
-    registry.add("proposer", "vlm", VLMProposer,
-                 description="a vision-language model writes rules under grammar-constrained decoding")
+    for name, cls in (("distill", Distill), ("grammar_search", GrammarSearch), ("library", LibraryProposer),
+                      ("vlm", VLMProposer)):
+        registry.add("proposer", name, cls, description=DESCRIPTIONS[name])
 
 
 __all__ = ["ProposeContext", "register"]
