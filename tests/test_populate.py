@@ -183,3 +183,20 @@ def test_populate_config_errors_name_the_key():
         build(PopulateConfig, {"window_bars": 10}, "discover.populate")
     units = plan_units(5000, PopulateConfig(window_bars=2000, step_bars=1000))
     assert [u.key for u in units] == ["history:0-2000", "history:1000-3000", "history:2000-4000", "history:3000-5000"]
+
+
+def test_a_second_populate_on_the_same_library_is_refused_and_a_dead_holder_frees_it(tmp_path):
+    import subprocess
+
+    from aio.discover.populate import Lock
+    from aio.errors import ConfigError
+
+    with Lock(tmp_path):
+        with pytest.raises(ConfigError, match=r"another task=populate \(pid \d+\)"):
+            Lock(tmp_path).__enter__()
+    # a holder killed with SIGKILL leaves the lock file but not the lock
+    code = ("import os, signal, sys; sys.path.insert(0, %r); from aio.discover.populate import Lock; "
+            "l = Lock(%r).__enter__(); os.kill(os.getpid(), signal.SIGKILL)") % (str(REPO), str(tmp_path))
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    with Lock(tmp_path):
+        pass

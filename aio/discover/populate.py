@@ -186,6 +186,40 @@ class State:
         os.replace(tmp, self.path)  # atomic: a kill leaves the old or the new file
 
 
+class Lock:
+    """One populate per library at a time: an exclusive flock on ``<library>/populate.lock``
+    (released by the OS when the holder dies, so a SIGKILLed run never blocks its resume)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / "populate.lock"
+        self.fh: Any = None
+
+    def __enter__(self) -> "Lock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.fh.seek(0)
+            holder = self.fh.read().strip() or "another process"
+            self.fh.close()
+            raise ConfigError(f"another task=populate ({holder}) is filling the library at {self.path.parent}; "
+                              "wait for it (a second one would redo its units) or use another store.path") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(f"pid {os.getpid()}")
+        self.fh.flush()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import fcntl
+
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
 def _fault(count: int, phase: str) -> None:
     want = os.environ.get(FAULT_ENV)
     if want and want == f"{count}:{phase}":
@@ -244,7 +278,6 @@ def discover_window(frame: Any, dc: Any, pc: PopulateConfig, bt: Any, seed: int,
 
 
 def stage_populate(run: Any) -> None:
-    from aio import progress
     from aio.discover.stage import discover_config
     from aio.discover.stage import _library
     from aio.pipeline import backtest_config
@@ -262,10 +295,18 @@ def stage_populate(run: Any) -> None:
     seed = dc.seed if dc.seed is not None else run.seed
     bt = backtest_config(run)
     units = plan_units(frame.height if pc.history else 0, pc)
-    meta = run.market.meta if run.market is not None else {}
     key = short_hash("populate-v1", asdict(pc), asdict(dc.grammar), asdict(dc.funnel), dc.holdout_pct,
                      dc.embargo_bars, seed, symbol, tf, int(frame.get_column("ts_init")[0]) if frame.height else 0,
                      frame.height, n=16)
+    with Lock(Path(lib.path)):
+        _populate(run, lib, dc, pc, frame, units, key, symbol, tf, seed, bt)
+
+
+def _populate(run: Any, lib: Any, dc: Any, pc: PopulateConfig, frame: Any, units: list[Unit], key: str, symbol: str,
+              tf: str, seed: int, bt: Any) -> None:
+    from aio import progress
+
+    meta = run.market.meta if run.market is not None else {}
     state = State(Path(lib.path), key)
     folder = Path(lib.path).parent / f"populate_{key}"
     todo = [u for u in units if u.key not in state.done]
