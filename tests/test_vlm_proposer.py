@@ -315,3 +315,48 @@ def test_a_vlm_proposer_without_a_vision_language_model_fails_before_any_work():
         validate(cfg, "discover")
     cfg.model = {"name": "hf_vlm"}
     validate(cfg, "discover")  # the model section itself is the model plugin's to check
+
+
+@pytest.mark.slow
+def test_task_discover_with_the_vlm_proposer_end_to_end(tmp_path):
+    """python -m aio task=discover with discover.proposers=[vlm, grammar_search] and the tiny
+    Idefics3 checkpoint: the VLM's proposals are in the leaderboard, the trial ledger (SQLite,
+    read back with sqlite3) and the strategy library, and the verdict compares them with the control."""
+    import csv
+    import json
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from aio.vlm.tiny import build_tiny
+
+    repo = Path(__file__).resolve().parent.parent
+    ckpt = build_tiny("idefics3", tmp_path / "ckpt")
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "aio", "task=discover", "data.start=2024-03-04", "data.end=2024-03-08",
+            "discover=funnel", "discover.proposers=[vlm,grammar_search]", "discover.budget=6", "discover.vlm.rounds=2",
+            "discover.vlm.per_round=2", "discover.vlm.chart_px=64", "discover.vlm.summary_series=3", "model=hf_vlm",
+            f"model.name_or_path={ckpt}", "model.folds=1", "model.max_predict_rows=20", "model.calibration.enabled=false",
+            f"store.path={tmp_path / 'lib.lancedb'}", f"hydra.run.dir={run}", "discover.funnel.tune.n_trials=3",
+            "discover.funnel.tune.top=1", "discover.funnel.tune.folds=2", "discover.funnel.pbo_configs=4",
+            "discover.funnel.spa_reps=100"]
+    env = {**os.environ, "PYTHONPATH": str(repo), "AIO_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = json.loads((run / "metrics.json").read_text())["discover"]
+    assert d["proposed_by"]["vlm"] == 4 and "vlm: 2 rounds" in " ".join(d["notes"])
+    assert "model's" in d["model_vs_control"]["verdict"]  # vlm is a model proposer, judged against the control
+    with (run / "discover" / "leaderboard.csv").open() as fh:
+        rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    assert sum(r[1] == "vlm" for r in rows[1:]) == 4
+    db = sqlite3.connect(run / "discover" / "ledger.sqlite")
+    n_vlm = db.execute("select count(*) from trials where proposer = 'vlm'").fetchone()[0]
+    n_all = db.execute("select count(*) from trials").fetchone()[0]
+    assert n_vlm >= 4 and d["ledger"]["trials"] == n_all  # the DSR's trial count includes the VLM's tries
+    from aio.discover.library import rows as lib_rows
+    from aio.store import PatternLibrary
+
+    mine = [r for r in lib_rows(PatternLibrary(tmp_path / "lib.lancedb")) if (r["discover"] or {}).get("proposer") == "vlm"]
+    assert len(mine) == 4 and all(r["discover"]["meta"]["proposal"] for r in mine)
