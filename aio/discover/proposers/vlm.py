@@ -258,6 +258,7 @@ class VLMProposer:
         self.stats: dict[str, Any] = {}
 
     def propose(self, ctx: Any, budget: int) -> list[Candidate]:
+        from aio import progress
         from aio.vlm.constrained import lark_to_grammar
         from aio.vlm.strategy_grammar import StrategyLanguage, lark_grammar
 
@@ -280,7 +281,7 @@ class VLMProposer:
         st = col.stats
         st.update(tokens=0, seconds=0.0, rounds=0)
         self.prompts = []
-        for rnd in range(c.rounds):
+        for rnd in progress.track(range(c.rounds), "vlm proposal rounds", unit="round"):
             if len(out) >= cap:
                 break
             text = USER.format(symbol=getattr(ctx, "symbol", "") or "EURUSD", timeframe=getattr(ctx, "timeframe", "") or "1m",
