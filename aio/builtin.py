@@ -118,6 +118,8 @@ BUILTINS: list[Builtin] = [
             "evolutionary search over the grammar, blind to any model (the control)", "aio.discover.proposers"),
     Builtin("proposer", "library", "aio.discover.proposers.library:LibraryProposer", None,
             "the strategy library and the shipped strategies, re-tested", "aio.discover.proposers"),
+    Builtin("proposer", "vlm", "aio.discover.proposers.vlm:VLMProposer", None,
+            "a vision-language model writes rules under grammar-constrained decoding", "aio.discover.proposers"),
 ]
 
 # "module:register" -> the kinds it adds; run on the first lookup of one of those kinds.

@@ -246,6 +246,18 @@ def stage_strategies(run: Run) -> None:
     impl(run)
 
 
+def stage_populate(run: Run) -> None:
+    from aio.discover.populate import stage_populate as impl
+
+    impl(run)
+
+
+def stage_vlm_pairs(run: Run) -> None:
+    from aio.vlm.strategy_pairs import stage_vlm_pairs as impl
+
+    impl(run)
+
+
 def stage_analyze(run: Run) -> None:
     from aio.vlm.analyze import stage_analyze as impl
 
@@ -306,6 +318,8 @@ STAGES: dict[str, Callable[[Run], None]] = {
     "discover": stage_discover,
     "discover_export": stage_discover_export,
     "strategies": stage_strategies,
+    "populate": stage_populate,
+    "vlm_pairs": stage_vlm_pairs,
 }
 
 # tasks that never book money (so they need no conversion series)
@@ -319,7 +333,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "optimize": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "backtest", "export", "report"],
     "dataset": ["ingest", "bars", "indicators", "dataset"],
-    "train": ["ingest", "bars", "indicators", "dataset", "train", "infer"],
+    "train": ["ingest", "bars", "indicators", "dataset", "train", "infer", "vlm_pairs"],
     "similar": ["similar"],
     "analyze": ["analyze"],
     "paper": ["paper", "report"],
@@ -330,6 +344,7 @@ TASK_STAGES: dict[str, list[str]] = {
     "discover": ["ingest", "bars", "indicators", "dataset", "train", "infer", "store", "strategy", "optimize",
                  "discover", "backtest", "export", "discover_export", "report"],
     "strategies": ["strategies"],
+    "populate": ["ingest", "bars", "populate"],
 }
 
 

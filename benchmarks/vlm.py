@@ -10,6 +10,11 @@ adds 25% per token). Every constrained answer is checked to parse against the sc
 
     python benchmarks/vlm.py [--charts 16] [--steps 4]
 
+The vlm proposer (aio/discover/proposers/vlm.py) is measured too: strategy proposals
+per second and generated tokens per proposal, writing rules under the strategy grammar
+from charts of synthetic bars (``--proposals`` per model, in rounds of 4); every
+proposal is checked to parse and validate as a strategy.
+
 Last line: one JSON object.
 """
 
@@ -106,22 +111,78 @@ def bench(kind: str, root: Path, n: int, steps: int) -> dict:
     }
 
 
+def market_context(seed: int = 3):
+    """A proposer context on two days of synthetic bars (labelled synthetic)."""
+    import yaml
+
+    from aio.appconfig import REPO
+    from aio.backtest import BacktestConfig
+    from aio.bars import TimeBars, TimeBarsConfig
+    from aio.data.synthetic import SyntheticDataConfig, SyntheticSource
+    from aio.discover.funnel import evaluator
+    from aio.discover.grammar import Grammar, GrammarConfig
+    from aio.discover.proposers import ProposeContext
+    from aio.strategy.rules import price_env
+
+    sec = yaml.safe_load((REPO / "conf" / "data" / "synthetic.yaml").read_text())
+    sec.update(seed=seed, start="2024-03-04", end="2024-03-06")
+    frame = TimeBars(TimeBarsConfig()).build(SyntheticSource(build(SyntheticDataConfig, sec, "data")).load()).frame
+    bt = build(BacktestConfig, yaml.safe_load((REPO / "conf" / "backtest" / "default.yaml").read_text()), "backtest")
+    arrays = {c: frame.get_column(c).to_numpy() for c in ("open", "high", "low", "close", "volume")}
+    pe = frame.height // 2
+    g = Grammar(GrammarConfig(), {k: v[:pe] for k, v in arrays.items()})
+    return lambda: ProposeContext(grammar=g, evaluator=evaluator(frame, bt, "EURUSD", "1m"), proposal_end=pe,
+                                  discovery_end=frame.height, rng=np.random.default_rng(0), env=price_env(arrays),
+                                  symbol="EURUSD", timeframe="1m")
+
+
+def bench_proposer(kind: str, root: Path, n: int, make_ctx) -> dict:
+    from aio.discover.grammar import fast_spec
+    from aio.discover.proposers.vlm import VLMProposer, VLMProposerConfig, load_vlm
+
+    family, _ = FAMILIES[kind]
+    vlm = load_vlm({"name": family, "name_or_path": str(root / kind)})
+    cfg = VLMProposerConfig(rounds=max(1, n // 4), per_round=4, scales=[1, 4, 16], chart_bars=64, chart_px=224)
+    VLMProposer(VLMProposerConfig(rounds=1, per_round=1), vlm=vlm).propose(make_ctx(), 1)  # warm-up
+    p = VLMProposer(cfg, vlm=vlm)
+    t0 = time.perf_counter()
+    cands = p.propose(make_ctx(), 10_000)
+    wall = time.perf_counter() - t0
+    for c in cands:
+        fast_spec(c.spec)  # raises if a proposal does not validate
+    st = p.stats
+    return {"proposals": st["generated"], "parsed": st["parsed"], "invalid": st["invalid"], "distinct": len(cands),
+            "proposals_per_s": round(st["generated"] / wall, 3),
+            "generate_proposals_per_s": round(st["generated"] / max(st["seconds"], 1e-9), 3),
+            "tokens_per_proposal": round(st["tokens"] / max(st["generated"], 1), 1),
+            "note": "proposals_per_s includes charts, parsing and the screen backtest of each proposal"}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--charts", type=int, default=16)
     ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--proposals", type=int, default=8)
     args = ap.parse_args()
     torch.set_num_threads(2)
+    make_ctx = market_context()
     with tempfile.TemporaryDirectory() as d:
         res = {k: bench(k, Path(d), args.charts, args.steps) for k in FAMILIES}
+        for k in FAMILIES:
+            res[k]["proposer"] = bench_proposer(k, Path(d), args.proposals, make_ctx)
     for k, r in res.items():
         print(f"{k:10s} analyse {r['analyze_charts_per_s']:7.2f} charts/s (unconstrained {r['unconstrained_charts_per_s']:.2f}),"
               f" score {r['score_charts_per_s']:.1f}/s, embed {r['embed_charts_per_s']:.1f}/s,"
               f" LoRA {r['lora_steps_per_s']:.2f} steps/s, {r['valid_answers']}/{r['charts']} answers parse", flush=True)
+        q = r["proposer"]
+        print(f"{k:10s} propose {q['proposals_per_s']:7.3f} strategies/s ({q['tokens_per_proposal']:.0f} tokens each),"
+              f" {q['parsed']}/{q['proposals']} parse and validate, {q['distinct']} distinct", flush=True)
     out = {
         "bench": "vlm", "device": "cpu", "threads": 2, "model": "tiny random checkpoints (~0.2M weights)",
         "charts_per_s": res["minicpm_v"]["analyze_charts_per_s"], "lora_steps_per_s": res["minicpm_v"]["lora_steps_per_s"],
         "ratio": res["minicpm_v"]["ratio"],
+        "proposals_per_s": res["minicpm_v"]["proposer"]["proposals_per_s"],
+        "tokens_per_proposal": res["minicpm_v"]["proposer"]["tokens_per_proposal"],
         "ratio_note": "unconstrained generate s/token / constrained (llguidance) s/token, same model and charts",
         "per_model": res,
     }

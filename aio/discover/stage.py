@@ -21,7 +21,7 @@ from aio.errors import ConfigError
 
 log = structlog.get_logger(__name__)
 
-MODEL_PROPOSERS = {"distill"}  # proposers that read the model (the rest are controls)
+MODEL_PROPOSERS = {"distill", "vlm"}  # proposers that read the model (the rest are controls)
 
 
 @dataclass
@@ -42,13 +42,21 @@ class DiscoverConfig:
     query: dict[str, Any] = field(  # task=strategies: filters (StrategiesQuery)
         default_factory=lambda: {"accepted": None, "proposer": None, "symbol": None, "id": None, "export": None,
                                  "limit": 50})
+    vlm: dict[str, Any] = field(default_factory=dict)  # the vlm proposer (VLMProposerConfig); options.vlm overrides
+    populate: dict[str, Any] = field(default_factory=dict)  # task=populate (aio.discover.populate.PopulateConfig)
+
+
+def _with_vlm(dc: "DiscoverConfig") -> "DiscoverConfig":
+    if dc.vlm:
+        dc.options["vlm"] = {**dc.vlm, **(dc.options.get("vlm") or {})}
+    return dc
 
 
 def discover_config(cfg: Any) -> DiscoverConfig:
     from aio.appconfig import section
 
     sec = section(cfg, "discover") or {"name": "none"}
-    return build(DiscoverConfig, sec, "discover", ignore=("_target_",))
+    return _with_vlm(build(DiscoverConfig, sec, "discover", ignore=("_target_",)))
 
 
 def proposer(name: str, options: dict[str, Any] | None) -> Any:
@@ -83,6 +91,11 @@ def validate(cfg: Any, task: str) -> None:
         raise ConfigError(f"config key discover.options has {unknown}, which are not proposers ({', '.join(sorted(known))})")
     for name in set(dc.options) - set(dc.proposers):
         proposer(name, dc.options.get(name))  # options of an unused proposer must still be valid
+    if "vlm" in dc.proposers:  # needs a vision-language model: say so before any data is loaded
+        from aio.appconfig import section
+        from aio.discover.proposers.vlm import model_section
+
+        model_section(section(cfg, "model"), (dc.options.get("vlm") or {}).get("model") or {})
 
 
 # -- the discover stage -------------------------------------------------------------------
@@ -121,7 +134,8 @@ def stage_discover(run: Any) -> None:
     ctx = ProposeContext(grammar=grammar, evaluator=ev, proposal_end=w.proposal_end, discovery_end=w.discovery_end,
                          predictions={k: np.asarray(v)[: w.discovery_end] for k, v in (run.predictions or {}).items()},
                          model_id=model_id, library=lib, rng=np.random.default_rng(seed),
-                         min_trades=dc.funnel.screen_min_trades, env=env)
+                         min_trades=dc.funnel.screen_min_trades, env=env, symbol=symbol, timeframe=tf,
+                         model_cfg=_model_section(run))
     cands = []
     per_proposer: dict[str, int] = {}
     for name in dc.proposers:
@@ -155,6 +169,12 @@ def stage_discover(run: Any) -> None:
         summary["adopted"] = None
     log.info("discovery done", **{k: v for k, v in res.counts.items()}, seconds=res.seconds,
              adopted=(summary["adopted"] or {}).get("id"))
+
+
+def _model_section(run: Any) -> dict[str, Any] | None:
+    from aio.appconfig import section
+
+    return section(run.cfg, "model") or None
 
 
 def _library(run: Any) -> Any:

@@ -26,6 +26,9 @@ class ProposeContext:
     min_trades: int = 10
     env: dict[str, np.ndarray] = field(default_factory=dict)  # price series of the discovery bars
     notes: list[str] = field(default_factory=list)  # what a proposer wants the report to say
+    model_cfg: dict[str, Any] | None = None  # the run's model section (the vlm proposer loads that model)
+    symbol: str = ""
+    timeframe: str = ""
 
     def evaluator_env(self) -> dict[str, np.ndarray]:
         return self.env
@@ -43,6 +46,7 @@ DESCRIPTIONS = {
     "distill": "shallow trees fitted to the model's out-of-sample probabilities (discovery)",
     "grammar_search": "evolutionary search over the grammar, blind to any model (the control)",
     "library": "the strategy library and the shipped strategies, re-tested",
+    "vlm": "a vision-language model writes rules under grammar-constrained decoding",
 }
 
 
@@ -51,8 +55,10 @@ def register(registry) -> None:
     from aio.discover.proposers.distill import Distill
     from aio.discover.proposers.grammar_search import GrammarSearch
     from aio.discover.proposers.library import LibraryProposer
+    from aio.discover.proposers.vlm import VLMProposer
 
-    for name, cls in (("distill", Distill), ("grammar_search", GrammarSearch), ("library", LibraryProposer)):
+    for name, cls in (("distill", Distill), ("grammar_search", GrammarSearch), ("library", LibraryProposer),
+                      ("vlm", VLMProposer)):
         registry.add("proposer", name, cls, description=DESCRIPTIONS[name])
 
 
