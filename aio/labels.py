@@ -81,7 +81,8 @@ def synthetic_note(meta: dict | None) -> str:
     if not plant:
         return NOTE
     desc = plant.get("description") or plant.get("when") or str({k: v for k, v in plant.items() if k != "event_ts_init"})
-    return f"{NOTE}; planted edge: {desc}"
+    desc = str(desc)
+    return f"{NOTE}; {desc if desc.startswith('planted edge') else 'planted edge: ' + desc}"
 
 
 def label_run_folder(run_dir: Path, synthetic: bool, note: str = NOTE) -> list[str]:

@@ -68,6 +68,9 @@ GROUP_SCHEMAS = {
     "trainer": ("aio.train.config:TrainerConfig", "cpu"),
     "query": ("aio.models.similar:QueryConfig", "default"),
     "discover": ("aio.discover.stage:DiscoverConfig", "funnel"),
+    "live": ("aio.live.config:LiveConfig", "default"),
+    "serve": ("aio.serve.app:ServeConfig", "default"),
+    "pine": ("aio.pine.importer:PineImportConfig", "default"),
 }
 # backtest: BacktestConfig vs conf/backtest/default.yaml is checked with the backtest (lead);
 # strategy: each YAML is a strategy of its own, not a set of defaults; hydra: Hydra's.

@@ -300,7 +300,10 @@ def test_gates_find_the_planted_rule_after_costs(tmp_path):
     from aio.discover.ledger import Ledger
     from aio.strategy import load_spec
 
-    conf = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf/data/synthetic_planted.yaml").read_text())
+    conf = yaml.safe_load((Path(__file__).resolve().parent.parent / "conf/data/synthetic.yaml").read_text())
+    conf["plant"] = {"indicators": {"rsi": {"fn": "RSI", "inputs": {"close": "close"}, "params": {"timeperiod": 14}}},
+                     "when": "crossover(rsi, 27)", "direction": "long", "drift_pips": 10.0, "horizon_bars": 20,
+                     "timeframe": "1m", "lookback_bars": 1000, "repay_bars": 720}
     md = SyntheticSource(build(SyntheticDataConfig, conf, "data")).load()
     frame = bars_from_market(md, "1m").frame
     ev = Evaluator(frame, BacktestConfig(), symbol="EURUSD", timeframe="1m")

@@ -17,7 +17,9 @@ from aio.errors import ConfigError
 from aio.strategy.rules import signals
 
 REPO = Path(__file__).resolve().parent.parent
-SHIPPED = yaml.safe_load((REPO / "conf" / "data" / "synthetic_planted.yaml").read_text())
+SHIPPED = {**yaml.safe_load((REPO / "conf" / "data" / "synthetic.yaml").read_text()),
+           **{k: v for k, v in yaml.safe_load((REPO / "conf" / "data" / "synthetic_planted.yaml").read_text()).items()
+              if k != "defaults"}}  # the shipped YAML inherits synthetic.yaml
 
 # A second plant on other indicators, the other direction and another timeframe:
 # the close breaking above the upper Bollinger band (5m) is followed by a fall.
@@ -33,7 +35,12 @@ BBANDS_SHORT = {
     "horizon_bars": 6,
     "timeframe": "5m",
 }
-PLANTS = {"rsi_long_1m": SHIPPED["plant"], "bbands_short_5m": BBANDS_SHORT}
+# The plant data=synthetic_planted shipped first (the shipped one is now a CCI plant that no
+# shipped strategy trades); rarer events, so its pay-back is thin, which these tests check.
+RSI_LONG = {"indicators": {"rsi": {"fn": "RSI", "inputs": {"close": "close"}, "params": {"timeperiod": 14}}},
+            "when": "crossover(rsi, 27)", "direction": "long", "drift_pips": 10.0, "horizon_bars": 20,
+            "timeframe": "1m", "lookback_bars": 1000, "repay_bars": 720}
+PLANTS = {"rsi_long_1m": RSI_LONG, "cci_long_1m_shipped": SHIPPED["plant"], "bbands_short_5m": BBANDS_SHORT}
 
 
 def _cfg(plant, **over) -> SyntheticDataConfig:
@@ -95,7 +102,8 @@ def test_forward_drift_after_events_is_the_planted_one(planted):
     quiet = step[~drifting[1:]]
     assert abs(step[drifting[1:]].sum() - len(ev) * plant.drift_pips) < 0.05 * len(ev) * plant.drift_pips
     assert abs(quiet.sum() + len(ev) * plant.drift_pips) < 0.05 * len(ev) * plant.drift_pips
-    assert np.median(np.abs(quiet)) < 0.5 * plant.drift_pips / n  # thinner than the drift
+    if plant.repay_bars >= 500:  # a long pay-back window: thinner than the drift
+        assert np.median(np.abs(quiet)) < 0.5 * plant.drift_pips / n
 
 
 def test_unconditional_drift_is_zero_buy_and_hold_gains_nothing(planted):
@@ -155,7 +163,7 @@ def test_every_output_names_the_plant():
     from structlog.testing import capture_logs
 
     with capture_logs() as logs:
-        md = SyntheticSource(_cfg(SHIPPED["plant"], start="2024-03-04", end="2024-03-06")).load()
+        md = SyntheticSource(_cfg(RSI_LONG, start="2024-03-04", end="2024-03-06")).load()
     assert md.meta["plant"]["events"] < 30
     assert any(e["event"] == "the plant fired rarely" and e["log_level"] == "warning" for e in logs)
     label = md.meta["synthetic"]

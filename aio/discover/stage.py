@@ -42,8 +42,18 @@ class DiscoverConfig:
     query: dict[str, Any] = field(  # task=strategies: filters (StrategiesQuery)
         default_factory=lambda: {"accepted": None, "proposer": None, "symbol": None, "id": None, "export": None,
                                  "limit": 50})
-    vlm: dict[str, Any] = field(default_factory=dict)  # the vlm proposer (VLMProposerConfig); options.vlm overrides
-    populate: dict[str, Any] = field(default_factory=dict)  # task=populate (aio.discover.populate.PopulateConfig)
+    # the vlm proposer (VLMProposerConfig; options.vlm overrides) and task=populate (PopulateConfig)
+    vlm: dict[str, Any] = field(default_factory=lambda: _defaults("aio.discover.proposers.vlm:VLMProposerConfig"))
+    populate: dict[str, Any] = field(default_factory=lambda: _defaults("aio.discover.populate:PopulateConfig"))
+
+
+def _defaults(ref: str) -> dict[str, Any]:
+    """A sub-config's own defaults as a plain section (one place: that dataclass)."""
+    import dataclasses
+    import importlib
+
+    mod, _, name = ref.partition(":")
+    return dataclasses.asdict(getattr(importlib.import_module(mod), name)())
 
 
 def _with_vlm(dc: "DiscoverConfig") -> "DiscoverConfig":

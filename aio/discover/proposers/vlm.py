@@ -66,7 +66,8 @@ class VLMProposerConfig:
     leaderboard: int = param(3, ge=1, le=50, help="best and worst proposals shown from round 2 on")
     temperature: float = param(1.0, gt=0.0, le=10.0, help="sampling temperature (proposals are sampled)")
     model: dict[str, Any] = field(default_factory=dict)  # overrides of the run's model section (name, name_or_path...)
-    pairs: dict[str, Any] = field(default_factory=dict)  # task=train: LoRA training pairs (see aio.discover.vlm_pairs)
+    pairs: dict[str, Any] = field(default_factory=lambda: {"enabled": False, "max_pairs": 1000})  # task=train: LoRA
+    # training pairs (aio.vlm.strategy_pairs.PairsConfig; the YAML test keeps these two equal)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.scales) <= 4 or any(int(s) < 1 for s in self.scales) or len(set(self.scales)) != len(self.scales):
