@@ -37,12 +37,17 @@ class _CurrentStderr(io.TextIOBase):
 
 
 def setup_logging(run_dir: Path | None = None, level: str = "INFO") -> None:
+    prev_class = logging.getLoggerClass()
     structlog.configure(
         processors=_SHARED + [structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=False,
     )
+    if prev_class is not logging.Logger:
+        # structlog's factory replaces the process-wide logger class; a library that
+        # installed its own (kaleido's logistro adds debug2) would then crash on its loggers
+        logging.setLoggerClass(prev_class)
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_aio", False):

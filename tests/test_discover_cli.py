@@ -16,7 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
 
-PLANT = ["data=synthetic_planted", "data.end=2024-03-12", "~data.plant.indicators.rsi",
+PLANT = ["data=synthetic_planted", "data.end=2024-03-12", "~data.plant.indicators.cci",
          "+data.plant.indicators.sk={fn: STOCH, output: slowk}", 'data.plant.when="crossover(sk, 80)"',
          "data.plant.direction=short", "data.plant.drift_pips=8", "data.plant.horizon_bars=10",
          "data.plant.repay_bars=240"]

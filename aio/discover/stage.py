@@ -156,7 +156,7 @@ def stage_discover(run: Any) -> None:
         got = proposer(name, dc.options.get(name)).propose(ctx, dc.budget if name != "library" else 0)
         per_proposer[name] = len(got)
         cands.extend(got)
-        log.info("candidates proposed", proposer=name, candidates=len(got))
+        log.debug("candidates proposed", proposer=name, candidates=len(got))
     ledger = open_ledger(out_dir)
     res = run_funnel(cands, frame=frame, bt=bt, cfg=dc.funnel, grammar_cfg=dc.grammar, windows=w, ledger=ledger,
                      seed=seed, symbol=symbol, timeframe=tf, rates=rates, ev=ev)
