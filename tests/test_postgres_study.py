@@ -44,18 +44,10 @@ DEADLINE_S = 240
 
 
 def synthetic_bars(n: int = 1500, seed: int = 1) -> pl.DataFrame:
-    """A seeded random walk of M1 bars (synthetic) with some trend regimes."""
-    rng = np.random.default_rng(seed)
-    drift = np.repeat(rng.normal(0, 1.5e-5, n // 200 + 1), 200)[:n]
-    close = 1.10 * np.exp(np.cumsum(drift + rng.normal(0, 1.5e-4, n)))
-    open_ = np.concatenate([[close[0]], close[:-1]])
-    wick = np.abs(rng.normal(0, 8e-5, n))
-    ts = 1_700_000_000_000_000_000 + np.arange(n, dtype=np.int64) * 60_000_000_000
-    return pl.DataFrame({
-        "ts_event": ts, "ts_init": ts + 60_000_000_000, "open": open_, "high": np.maximum(open_, close) + wick,
-        "low": np.minimum(open_, close) - wick, "close": close, "volume": np.full(n, 100.0),
-        "ticks": np.full(n, 60, dtype=np.int64), "spread_mean": np.full(n, 1e-5),
-    })
+    """The optimiser tests' seeded random walk of M1 bars (synthetic), shorter."""
+    from test_optimize import synthetic_bars as bars
+
+    return bars(n, seed)
 
 
 def make_ctx(url: str, **opt) -> Context:
