@@ -116,6 +116,17 @@ class ConversionPlan:
     invert: bool = False
     rate: float | None = None
 
+    def bar_rates(self, open_: float, close: float) -> tuple[float, float]:
+        """One bar's (open, close) rates from that bar alone, as :func:`conversion_rates` gives them
+        (a stream has no conversion pair's bars: ``pair`` is not defined here)."""
+        if self.kind == "none":
+            return 1.0, 1.0
+        if self.kind == "fixed":
+            return float(self.rate), float(self.rate)
+        if self.kind == "self_inverse":
+            return 1.0 / open_, 1.0 / close
+        raise ConfigError(f"conversion through {self.pair} needs that pair's bars, not one traded bar")
+
     def describe(self) -> str:
         if self.kind == "none":
             return f"P&L is in {self.quote}, the account currency: no conversion"

@@ -48,10 +48,11 @@ def uninterrupted(tmp_path_factory):
 
 @pytest.mark.slow
 def test_kill_and_resume_replay(uninterrupted, tmp_path):
-    """Killed after the intents of a bar, mid-bar (ticks read, nothing journaled), after the
-    effects of a bar, after the source ack: each restart goes on from the journal."""
+    """Killed after a bar was decided and stepped but before its journal commit, mid-bar (ticks
+    read, nothing journaled), after a bar's commit, after the source ack: each restart goes on
+    from the journal."""
     d = tmp_path / "run"
-    for k in ["intents:200", "read:9", "effects:700", "ack:1100"]:
+    for k in ["decided:200", "read:9", "journal:700", "ack:1100"]:
         p = _paper(d, kill_at=k)
         assert p.returncode == -signal.SIGKILL, f"not killed at {k}: {p.stderr[-2000:]}"
         assert not (d / "trades.csv").exists()
@@ -76,7 +77,7 @@ def test_kill_and_resume_from_redis(redis_url, uninterrupted, tmp_path):
                                                                                        "synthetic": "true"})
     extra = ["live.source=redis", f"live.redis_url={redis_url}", "live.stream=k:ticks"]
     d = tmp_path / "run"
-    p = _paper(d, *extra, kill_at="effects:500")
+    p = _paper(d, *extra, kill_at="journal:500")
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
     p = _paper(d, *extra, kill_at="ack:900")
     assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]

@@ -36,6 +36,7 @@ class Decisions:
     limit_long: float = float("nan")
     stop_short: float = float("nan")
     limit_short: float = float("nan")
+    size_steps: dict[str, float] = field(default_factory=dict)  # each sizer step's units (reports)
 
     @classmethod
     def at(cls, sig: Signals, t: int) -> "Decisions":
@@ -56,6 +57,7 @@ class Decisions:
                 arr = getattr(br, name)
                 if arr is not None:
                     setattr(d, name, float(arr[t]))
+        d.size_steps = {k: float(v[t]) for k, v in (sig.size_steps or {}).items()}
         return d
 
 
@@ -73,6 +75,7 @@ class Broker:
     rates_c: list[float] = field(default_factory=list)
     equity: list[float] = field(default_factory=list)
     position: list[float] = field(default_factory=list)
+    size_steps: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         K = len(self.layout.ids)
@@ -119,6 +122,8 @@ class Broker:
         self.rates_c.append(float(rate_close))
         self.equity.append(float(eq))
         self.position.append(float(pos))
+        for k, v in decisions.size_steps.items():
+            self.size_steps.setdefault(k, []).append(float(v))
         return float(eq), float(pos)
 
     @property
@@ -128,6 +133,24 @@ class Broker:
     @property
     def ruined(self) -> bool:
         return bool(self.ist[E.S_RUINED])
+
+    @property
+    def pos(self) -> float:
+        """Signed units held at the last close."""
+        return self.position[-1] if self.position else 0.0
+
+    def trade(self, i: int) -> dict[str, Any]:
+        """Closed trade ``i`` as a record (a journal's trade log; the columns of ``result().trades``)."""
+        from aio.backtest.result import signal_name
+
+        row = self.tr[i]
+        ids, exit_id = self.layout.ids, self.layout.exit_id
+        return {"side": "long" if row[E.T_SIDE] > 0 else "short", "entry_bar": int(row[E.T_EBAR]),
+                "exit_bar": int(row[E.T_XBAR]), "entry_time": self.ts_event[int(row[E.T_EBAR])],
+                "exit_time": self.ts_event[int(row[E.T_XBAR])], "entry_price": float(row[E.T_EPX]),
+                "exit_price": float(row[E.T_XPX]), "qty": float(row[E.T_QTY]), "pnl": float(row[E.T_PNL]),
+                "commission": float(row[E.T_COMM]), "entry_signal": signal_name(ids, exit_id, row[E.T_ESIG]),
+                "exit_signal": signal_name(ids, exit_id, row[E.T_XSIG])}
 
     def result(self, close_open: bool = True) -> BacktestResult:
         """The trades and equity so far, as the batch pass reports them (an open position
@@ -143,6 +166,7 @@ class Broker:
             position_values=np.asarray(self.position, dtype=np.float64),
             ts_event=np.asarray(self.ts_event, dtype=np.int64), order_ids=list(self.layout.ids),
             exit_id=self.layout.exit_id, config=self.cfg,
+            size_steps={k: np.asarray(v, dtype=np.float64) for k, v in self.size_steps.items()},
             ruin_bar=int(ist[E.S_RUIN_BAR]) if ist[E.S_RUIN_BAR] >= 0 else None,
             margin_calls=int(ist[E.S_MARGIN_CALLS]), commission_total=float(st[E.ST_COMM]), rates=rates,
             close=np.asarray(self.closes, dtype=np.float64),
@@ -155,7 +179,7 @@ class Broker:
             "pend": self.pend.copy(), "pf": self.pf.copy(), "tr": self.tr[: int(self.ist[E.S_NTR])].copy(),
             "prev": self._prev, "ts_event": list(self.ts_event), "closes": list(self.closes),
             "rates_o": list(self.rates_o), "rates_c": list(self.rates_c), "equity": list(self.equity),
-            "position": list(self.position),
+            "position": list(self.position), "size_steps": {k: list(v) for k, v in self.size_steps.items()},
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -171,3 +195,4 @@ class Broker:
         self._prev = snap["prev"]
         for k in ("ts_event", "closes", "rates_o", "rates_c", "equity", "position"):
             setattr(self, k, list(snap[k]))
+        self.size_steps = {k: list(v) for k, v in snap.get("size_steps", {}).items()}

@@ -18,6 +18,19 @@ TRADE_COLUMNS = [
 ]
 
 
+SIGNAL_CODES = ("Open", "Margin call", "Ruin")  # trade-row signal codes -3, -4, -5 (-1, -2: the exit id)
+
+
+def signal_names(order_ids: list[str], exit_id: str) -> list[str]:
+    """Names by trade-row signal code: code k >= 0 is order slot k, code -j is entry ``K - 1 + j``."""
+    return list(order_ids) + [exit_id, exit_id, *SIGNAL_CODES]
+
+
+def signal_name(order_ids: list[str], exit_id: str, code: float) -> str:
+    c = int(code)
+    return order_ids[c] if c >= 0 else signal_names(order_ids, exit_id)[len(order_ids) - 1 - c]
+
+
 @dataclass
 class BacktestResult:
     """Raw arrays from the compiled loop; tables are built on first access.
@@ -60,7 +73,7 @@ class BacktestResult:
         xbar = r[:, E.T_XBAR].astype(np.int64)
         # names are gathered in polars from small lookup series: a Python loop over
         # thousands of trades would cost more than the simulation
-        names = pl.Series(self.order_ids + [self.exit_id, self.exit_id, "Open", "Margin call", "Ruin"], dtype=pl.String)
+        names = pl.Series(signal_names(self.order_ids, self.exit_id), dtype=pl.String)
         k = len(self.order_ids)
 
         def name_col(codes: np.ndarray) -> pl.Series:

@@ -25,7 +25,12 @@ class LiveConfig:
                                               "the end marker closes it, as in the batch)")
     maxlen: int = param(0, ge=0, help="task=publish: approximate stream cap (XADD MAXLEN ~); 0 = uncapped")
     journal: str = param("journal.sqlite", help="journal file in the run folder (SQLite, WAL)")
-    window: int = param(0, ge=0, help="bars of history the rules see at each close; 0 = all (exact by construction)")
+    window: int = param(0, ge=0, help="bars of history the rules see at each close, re-evaluated in full; 0 = all "
+                                      "(exact); N > 0 is exact only for indicators without memory")
+    incremental: bool = param(True, help="window 0: decide bar by bar (TA-Lib streaming handles, O(1) per close, "
+                                         "bit-identical to the batch); false: re-evaluate the whole history per close")
+    audit_every: int = param(1000, ge=0, help="incremental: every N bars (and at the end) check all decisions so far "
+                                              "against one batch evaluation; a difference stops the run; 0 = never")
     control: bool = param(False, help="accept signed commands on the command stream")
     commands: str = param("aio:live:commands", help="Redis stream of control commands")
     replies: str = param("aio:live:replies", help="Redis stream of acknowledgements")

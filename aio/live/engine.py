@@ -11,6 +11,7 @@ exact for finite-memory indicators, close for recursive ones); 0 keeps all histo
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -21,13 +22,33 @@ import structlog
 
 from aio.errors import ConfigError
 from aio.live.aggregate import BarPassthrough, ClosedBar, TickAggregator
-from aio.live.broker import BRACKET_KEYS, Decision, PaperBroker, _Grow
+from aio.backtest.broker import Decisions
+from aio.live.broker import PaperBroker, decision_payload
 from aio.live.journal import Journal, JournalError
 from aio.records import BAR_SCHEMA
 
 log = structlog.get_logger(__name__)
 
 BAR_COLS = list(BAR_SCHEMA)
+
+
+class _Grow:
+    """An array that doubles its capacity (appending bar by bar stays O(1))."""
+
+    def __init__(self, dtype=np.float64) -> None:
+        self.a = np.full(64, np.nan) if dtype == np.float64 else np.zeros(64, dtype=dtype)
+        self.n = 0
+
+    def append(self, v) -> None:
+        if self.n == self.a.shape[0]:
+            grown = np.full(2 * self.n, np.nan) if self.a.dtype == np.float64 else np.zeros(2 * self.n, self.a.dtype)
+            grown[: self.n] = self.a
+            self.a = grown
+        self.a[self.n] = v
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.a[: self.n]
 
 
 class History:
@@ -62,10 +83,16 @@ class Strategy:
 
 
 class Decider:
-    def __init__(self, strat: Strategy, bt_cfg: Any, window: int = 0) -> None:
+    """The decision at each close: incrementally (:class:`aio.strategy.incremental.IncrementalSignals`,
+    O(1) per bar, audited against the batch every ``audit_every`` bars) or, with a sizer chain,
+    ``live.window`` or ``live.incremental=false``, by the batch backend over the history."""
+
+    def __init__(self, strat: Strategy, bt_cfg: Any, window: int = 0, incremental: bool = True,
+                 audit_every: int = 1000) -> None:
         self.s = strat
         self.bt = bt_cfg
         self.window = int(window)
+        self.audit_every = int(audit_every)
         from aio.sizing.chain import parse_chain
 
         chain = parse_chain(strat.sizer) if strat.sizer else None
@@ -74,9 +101,37 @@ class Decider:
         from aio.backtest.account import plan_for
 
         self.plan = plan_for(bt_cfg, bt_cfg.symbol)
+        self.inc = None
+        self.template: tuple | None = None
+        if incremental and not self.sized and not self.window:
+            from aio.strategy.incremental import IncrementalSignals
 
-    def decide(self, hist: History, paused: bool = False, flatten: bool = False) -> tuple[Decision, Any]:
+            self.inc = IncrementalSignals(strat.spec, strat.params)
+
+    def _decide_incremental(self, hist: History, paused: bool, flatten: bool) -> tuple[Decisions, Any]:
         from aio.strategy import signals
+
+        arrays = hist.arrays()
+        if self.template is None:  # the order slots and bracket kinds, laid out as the batch pass does
+            self.template = (signals(self.s.spec, arrays, self.s.params), self.bt)
+        n = len(hist)
+        while self.inc.n < n - 1:  # a decider rebuilt by a command catches up on the history
+            self.inc.step({k: a[: self.inc.n + 1] for k, a in arrays.items()})
+        d = self.inc.step(arrays)
+        if self.audit_every and n % self.audit_every == 0:
+            self.inc.audit(arrays)
+        when = np.array([w and not paused for w in d.when] + [flatten], dtype=np.bool_)
+        return Decisions(when, np.array(d.price + [np.nan]), **d.brackets), self.template
+
+    def audit(self, hist: History) -> None:
+        if self.inc is not None and self.inc.n:
+            self.inc.audit(hist.arrays())
+
+    def decide(self, hist: History, paused: bool = False, flatten: bool = False) -> tuple[Decisions, Any]:
+        from aio.strategy import signals
+
+        if self.inc is not None:
+            return self._decide_incremental(hist, paused, flatten)
 
         n = len(hist)
         start = max(0, n - self.window) if self.window else 0
@@ -93,17 +148,16 @@ class Decider:
 
                 rates = conversion_rates(self.plan, frame)
             sig, bt = size_signals(self.s.sizer, frame, sig, self.bt, None, rates=rates)
-        when = [bool(o.when[-1]) and not paused for o in sig.orders]
-        price = [float(o.price[-1]) if o.price is not None else float("nan") for o in sig.orders]
-        br: dict[str, float] = {}
-        if sig.brackets is not None:
-            for k in BRACKET_KEYS:
-                a = getattr(sig.brackets, k)
-                if a is not None:
-                    br[k] = float(a[-1])
-        size = float(sig.size[-1]) if sig.size is not None else float("nan")
-        steps = {k: float(v[-1]) for k, v in (sig.size_steps or {}).items()}
-        return Decision(when, price, br, size, steps, flatten), (sig, bt)
+        return at_close(sig, paused, flatten), (sig, bt)
+
+
+def at_close(sig: Any, paused: bool, flatten: bool) -> Decisions:
+    """The last bar's decisions out of whole-series Signals, with the controller's pause and
+    flatten (the extra last slot)."""
+    d = Decisions.at(sig, len(sig.orders[0].when) - 1)
+    d.when = np.append(d.when & (not paused), flatten)
+    d.price = np.append(d.price, np.nan)
+    return d
 
 
 @dataclass
@@ -116,16 +170,17 @@ class EngineStats:
 
 
 class LiveEngine:
-    """Drives bars through decider + broker, journaling intents before effects."""
+    """Drives bars through decider + broker, one journal transaction per bar before the source ack."""
 
-    def __init__(self, strat: Strategy, bt_cfg: Any, journal: Journal, *, window: int = 0,
+    def __init__(self, strat: Strategy, bt_cfg: Any, journal: Journal, *, window: int = 0, incremental: bool = True,
+                 audit_every: int = 1000,
                  timeframe_ns: int | None = None, side: str = "mid", anchor: str = "utc",
                  spread_known: bool = True) -> None:
         self.strat = strat
         self.bt = bt_cfg
         self.journal = journal
-        self.window = window
-        self.decider = Decider(strat, bt_cfg, window)
+        self.decider_opts = {"window": window, "incremental": incremental, "audit_every": audit_every}
+        self.decider = Decider(strat, bt_cfg, **self.decider_opts)
         self.hist = History()
         self.broker: PaperBroker | None = None
         self.paused = False
@@ -144,41 +199,33 @@ class LiveEngine:
             sig, bt = sig_bt
             self.bt_eff = bt
             plan = plan_for(bt, bt.symbol)
-            self.broker = PaperBroker(sig, bt, plan.kind, plan.rate)
+            self.broker = PaperBroker(sig, bt, plan)
         return self.broker
 
-    def close_bar(self, bar: ClosedBar, *, recovering: bool = False) -> None:
+    def close_bar(self, bar: ClosedBar, *, journaled: dict[int, tuple[str, str]] | None = None) -> None:
+        """Bar t closed: commands due, the decision, the broker's step, then one journal write
+        (``journaled``: recovery, bar t's journaled events, checked instead of written)."""
         t = len(self.hist)
         self.hist.append(bar)
-        intents: list[tuple[int, str, Any]] = []
-        if recovering:
-            # commands applied at this close come from the journal, not from the stream
-            for seq, (kind, payload) in sorted(self.journal.events_of(t).items()):
-                if kind == "command":
-                    import json
-
-                    self._apply(json.loads(payload), t, reply=False)
-                    intents.append((seq, kind, json.loads(payload)))
+        events: list[tuple[int, str, Any]] = []
+        if journaled is not None:  # commands applied at this close come from the journal, not the stream
+            cmds = [json.loads(p) for _, (kind, p) in sorted(journaled.items()) if kind == "command"]
         else:
-            for cmd in self.pending_cmds:
-                self._apply(cmd, t, reply=False)
-                intents.append((len(intents), "command", cmd))
+            cmds = self.pending_cmds
+        for cmd in cmds:
+            self._apply(cmd, t, reply=False)
+            events.append((len(events), "command", cmd))
         decision, sig_bt = self.decider.decide(self.hist, self.paused, self.flatten_next)
         self.flatten_next = False
-        intents.append((len(intents), "decision", decision.payload()))
-        values = tuple(getattr(bar, c) for c in BAR_COLS)
-        if recovering:
-            self.journal.check_or_write(t, intents, effects=False)
-        else:
-            self.journal.write_intents(t, values, bar.last_id, intents)
         broker = self._broker(sig_bt)
-        events = broker.step(bar, decision)
-        seq0 = len(intents)
-        effects = [(seq0 + i, kind, payload) for i, (kind, payload) in enumerate(events)]
-        if recovering:
-            self.journal.check_or_write(t, effects, effects=True)
+        events.append((len(events), "decision", decision_payload(decision, broker.bracket_keys)))
+        for kind, payload in broker.step(bar, decision):
+            events.append((len(events), kind, payload))
+        if journaled is not None:
+            self.journal.check(t, journaled, events)
         else:
-            self.journal.write_effects(t, effects)
+            self.journal._maybe_die("decided", t)
+            self.journal.write_bar(t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events)
             if bar.received_ns:
                 self.stats.latencies_ns.append(time.perf_counter_ns() - bar.received_ns)
             applied, self.pending_cmds = self.pending_cmds, []
@@ -205,7 +252,7 @@ class LiveEngine:
 
             spec = load_spec(cmd["section"])
             self.strat.section, self.strat.spec, self.strat.params = cmd["section"], spec, dict(spec.params)
-        self.decider = Decider(self.strat, self.bt, self.window)
+        self.decider = Decider(self.strat, self.bt, **self.decider_opts)
 
     def state(self) -> dict[str, Any]:
         b = self.broker
@@ -219,11 +266,12 @@ class LiveEngine:
     def recover(self) -> str | None:
         """Re-run the journaled bars; returns the source position to resume after."""
         jbars = self.journal.bars()
+        journaled = self.journal.all_events() if jbars else {}
         last = None
         for jb in jbars:
             bar = ClosedBar(*jb.values, last_id=jb.last_id)
             bar.ts_event, bar.ts_init, bar.ticks = int(bar.ts_event), int(bar.ts_init), int(bar.ticks)
-            self.close_bar(bar, recovering=True)
+            self.close_bar(bar, journaled=journaled.get(jb.t, {}))
             last = jb.last_id
         self.stats.recovered_bars = len(jbars)
         if jbars:
@@ -290,6 +338,7 @@ class LiveEngine:
             meter.close()
         if agg is not None and (agg.late or agg.dropped):
             log.warning("ticks not used", late=agg.late, bad_price=agg.dropped)
+        self.decider.audit(self.hist)  # every decision of the run against one batch pass over its bars
         self.stats.seconds = time.perf_counter() - t0
         return self.stats
 
@@ -315,7 +364,7 @@ def check_journal_matches(journal: Journal, strat_name: str, config_hash: str) -
 
 
 def make_engine(strategy: dict[str, Any], bt_cfg: Any, journal_path: Any, *, sizer: dict[str, Any] | None = None,
-                window: int = 0, timeframe: str = "1m", side: str = "mid", anchor: str = "utc",
+                window: int = 0, incremental: bool = True, audit_every: int = 1000, timeframe: str = "1m", side: str = "mid", anchor: str = "utc",
                 symbol: str | None = "EURUSD") -> LiveEngine:
     """An engine from plain values (tests, benchmarks); the pipeline builds the same from the config."""
     from aio.bars import parse_timeframe
@@ -327,5 +376,6 @@ def make_engine(strategy: dict[str, Any], bt_cfg: Any, journal_path: Any, *, siz
     strat = Strategy(dict(strategy), spec, dict(spec.params), sizer)
     if symbol:
         bt_cfg = dataclasses.replace(bt_cfg, symbol=symbol)
-    return LiveEngine(strat, bt_cfg, Journal(journal_path), window=window, timeframe_ns=parse_timeframe(timeframe),
+    return LiveEngine(strat, bt_cfg, Journal(journal_path), window=window, incremental=incremental,
+                      audit_every=audit_every, timeframe_ns=parse_timeframe(timeframe),
                       side=side, anchor=anchor)

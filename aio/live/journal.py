@@ -1,20 +1,19 @@
-"""The paper run's journal: SQLite (WAL) in the run folder, written before the engine acts.
+"""The paper run's journal: SQLite (WAL) in the run folder.
 
-Per closed bar ``t`` the engine writes, in this order:
+Per closed bar ``t`` the engine applies the control commands due at this close, asks
+the rules for the decision and steps the broker (all in memory: a paper broker sends
+nothing out), then writes **one transaction**: the bar (with the source position of its
+last record), its events in order (commands applied, the decision, then the broker's
+orders placed, trades closed, the position), the bar marked done. Only then are the
+source acknowledged (Redis XACK) and control replies sent.
 
-1. one transaction: the bar (with the source position of its last record) and the
-   bar's *intents*: control commands applied at this close, the rules' decision;
-2. it steps the broker (fills of earlier orders, placement of this decision);
-3. one transaction: the broker's events (orders placed/cancelled, fills, trades, the
-   position) and the bar marked done;
-4. the source is acknowledged up to the bar's position (Redis XACK).
-
-A restart reads the journal, re-runs every journaled bar through the same rules and
-broker and checks that each recomputed event equals the journaled one (an event is
-keyed by ``(t, seq)``: it is written once, never twice), then reopens the source after
-the last journaled position. A kill between 1 and 3 leaves a bar not done: the
-restart computes its events and writes them; between 3 and 4 the source re-delivers
-records the journal already holds, and they are skipped by position.
+A kill before the commit leaves no trace of the bar: the restart rebuilds it from the
+re-delivered records and decides it again. A kill after the commit and before the ack
+makes the source re-deliver records the journal already holds; they are skipped by
+position. A restart reads the journal, re-runs every journaled bar through the same rules
+and broker and checks that each recomputed event equals the journaled one (an event is
+keyed by ``(t, seq)``: written once, never twice), then reopens the source after the last
+journaled position.
 
 The journal is also the live trade log (``events`` with ``kind='trade'``).
 """
@@ -128,53 +127,40 @@ class Journal:
             q += " WHERE " + " AND ".join(cond)
         return self.db.execute(q + " ORDER BY t, seq", args).fetchall()
 
-    def events_of(self, t: int) -> dict[int, tuple[str, str]]:
-        return {seq: (kind, payload) for _, seq, kind, payload in self.events(t)}
-
     # -- writes ------------------------------------------------------------------------
     def _tx(self):
         return _Tx(self.db)
 
-    def write_intents(self, t: int, bar_values: tuple, last_id: str, events: Iterable[tuple[int, str, Any]]) -> None:
+    def write_bar(self, t: int, bar_values: tuple, last_id: str, events: Iterable[tuple[int, str, Any]]) -> None:
+        """Bar ``t`` and all its events, in one transaction."""
         with self._tx():
             self.db.execute(
-                "INSERT OR IGNORE INTO bars (t, ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean, "
-                "last_id, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,0)", (t, *map(_nan, bar_values), last_id))
-            self._events(t, events)
-        self._maybe_die("intents", t)
-
-    def write_effects(self, t: int, events: Iterable[tuple[int, str, Any]]) -> None:
-        with self._tx():
-            self._events(t, events)
-            self.db.execute("UPDATE bars SET done = 1 WHERE t = ?", (t,))
-        self._maybe_die("effects", t)
-
-    def _events(self, t: int, events: Iterable[tuple[int, str, Any]]) -> None:
-        rows = [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
-        if rows:
+                "INSERT INTO bars (t, ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean, "
+                "last_id, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)", (t, *map(_nan, bar_values), last_id))
+            rows = [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
             self.db.executemany("INSERT INTO events (t, seq, kind, payload) VALUES (?,?,?,?)", rows)
+        self._maybe_die("journal", t)
 
-    def check_or_write(self, t: int, events: list[tuple[int, str, Any]], *, effects: bool) -> int:
-        """Recovery: events recomputed for journaled bar t must equal the journal's; missing ones
-        (the process died before writing them) are written now. Returns how many were written."""
-        have = self.events_of(t)
-        missing = []
+    def all_events(self) -> dict[int, dict[int, tuple[str, str]]]:
+        """Every journaled event, by bar and sequence number (recovery reads them once)."""
+        out: dict[int, dict[int, tuple[str, str]]] = {}
+        for t, seq, kind, payload in self.events():
+            out.setdefault(t, {})[seq] = (kind, payload)
+        return out
+
+    def check(self, t: int, have: dict[int, tuple[str, str]], events: list[tuple[int, str, Any]]) -> None:
+        """Recovery: the events recomputed for journaled bar t must be the journal's, one for one."""
         for seq, kind, payload in events:
             text = canon(payload)
-            if seq in have:
-                if have[seq] != (kind, text):
-                    raise JournalError(
-                        f"journal {self.path}: bar {t} event {seq} is {have[seq][0]} {have[seq][1]} but the re-run "
-                        f"gives {kind} {text}; the strategy, data or code changed since the run started "
-                        "(resume only with the same command, or start a new hydra.run.dir)")
-            else:
-                missing.append((seq, kind, payload))
-        if effects:
-            self.write_effects(t, missing)
-        elif missing:
-            with self._tx():
-                self._events(t, missing)
-        return len(missing)
+            if have.get(seq) != (kind, text):
+                got = "nothing" if seq not in have else f"{have[seq][0]} {have[seq][1]}"
+                raise JournalError(
+                    f"journal {self.path}: bar {t} event {seq} is {got} but the re-run gives {kind} {text}; the "
+                    "strategy, data or code changed since the run started (resume only with the same command, or "
+                    "start a new hydra.run.dir)")
+        if len(have) != len(events):
+            raise JournalError(f"journal {self.path}: bar {t} has {len(have)} events but the re-run gives "
+                               f"{len(events)}; the journal is damaged or the code changed since the run started")
 
     # -- commands ----------------------------------------------------------------------
     def command_seen(self, cid: str) -> str | None:
@@ -190,8 +176,10 @@ class Journal:
 
     # -- fault injection ---------------------------------------------------------------
     def _maybe_die(self, phase: str, t: int) -> None:
-        """AIO_LIVE_KILL_AT=PHASE:T (e.g. effects:120): SIGKILL this process right after the first
-        PHASE step at or past T (bar index; for ``read`` the number of source reads).
+        """AIO_LIVE_KILL_AT=PHASE:T (e.g. journal:120): SIGKILL this process right after the first
+        PHASE step at or past T: ``decided`` (bar T decided and stepped, not yet journaled),
+        ``journal`` (bar T committed), ``ack`` (the source acknowledged up to bar T), ``read``
+        (the T-th source read, mid-bar).
 
         Used by the fault-injection test to kill at exact journal positions rather than
         after guessed sleeps.

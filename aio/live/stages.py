@@ -63,7 +63,8 @@ def build_engine(run: Any, lcfg: Any, symbol: str | None = None):
     bt = backtest_config(run)
     if symbol:
         bt = dataclasses.replace(bt, symbol=symbol)
-    engine = LiveEngine(strat, bt, journal, window=lcfg.window, timeframe_ns=tf,
+    engine = LiveEngine(strat, bt, journal, window=lcfg.window, incremental=lcfg.incremental,
+                        audit_every=lcfg.audit_every, timeframe_ns=tf,
                         side=bars_cfg.side, anchor=bars_cfg.anchor)
     return engine
 

@@ -159,3 +159,42 @@ def _call(node: Call, env: Mapping[str, Value], n: int) -> Value:
             x = _series(args[0], n).astype(float)
             return np.where(np.isnan(x), repl, x)
     raise EvalError(f"unknown function {fn!r}")
+
+
+def lookback(node: Node, params: Mapping[str, Value]) -> int | None:
+    """How many bars before t the value at bar t of ``node`` reads from its named series
+    (None: not bounded, e.g. a length that is not a constant).
+
+    Every operation above is elementwise, a fixed shift or a fixed-length rolling window,
+    so the last value over the last ``lookback + 1`` bars of each series equals the last
+    value over the whole series, bit for bit: the same operations on the same numbers.
+    """
+    if isinstance(node, (Num, Bool, Name)):
+        return 0
+    if isinstance(node, History):
+        inner = lookback(node.operand, params)
+        return None if inner is None else inner + node.offset
+    if isinstance(node, Unary):
+        return lookback(node.operand, params)
+    if isinstance(node, Binary):
+        a, b = lookback(node.left, params), lookback(node.right, params)
+        return None if a is None or b is None else max(a, b)
+    if isinstance(node, Call):
+        parts = [lookback(a, params) for a in node.args]
+        if any(p is None for p in parts):
+            return None
+        inner = max(parts, default=0)
+        if node.fn in ("crossover", "crossunder", "cross"):
+            return inner + 1
+        if node.fn in ("highest", "lowest", "rising", "falling"):
+            arg = node.args[1] if len(node.args) > 1 else None
+            if isinstance(arg, Num):
+                length = int(round(arg.value))
+            elif isinstance(arg, Name) and isinstance(params.get(arg.key), (int, float)):
+                length = int(round(float(params[arg.key])))
+            else:
+                return None
+            return inner + (length if node.fn in ("rising", "falling") else max(length - 1, 0))
+        if node.fn in ("abs", "min", "max", "na", "nz"):
+            return inner
+    return None

@@ -1,0 +1,304 @@
+"""The rules bar by bar: each close costs O(1), every value bit-identical to :func:`signals`.
+
+:func:`aio.strategy.signals` evaluates a strategy over whole series. A stream needs only
+the last bar's values, once per close. Re-evaluating the whole history at each close is
+exact but O(bars so far); a trailing window is not exact for TA-Lib's recursive or
+running-sum indicators (EMA, RSI, ATR, even SMA's running sum carries rounding from the
+first bar). :class:`IncrementalSignals` splits the work by what each piece reads:
+
+- TA-Lib indicators are carried by TA-Lib's own streaming handles (``talib.stream``:
+  opened on the history, then ``update`` per closed bar; TA-Lib documents each value as
+  bit-identical to its Function API and aio checks it, below). Until a handle can open
+  (too little history) or where one cannot be used (another indicator kind, a non-finite
+  input), that indicator is computed by the Function API over its whole input history: the
+  batch computation itself.
+- Expressions (indicator expressions and inputs, rule conditions and prices, exit levels)
+  are elementwise operations, fixed shifts and fixed-length rolling windows
+  (:func:`aio.strategy.evaluate.lookback`); they are evaluated by the batch evaluator over
+  the last ``lookback + 1`` bars of every series, which gives the same last value.
+
+Each value is stored, so the decisions so far form whole series again: :meth:`audit`
+compares them with one batch :func:`signals` pass over the same bars and raises
+:class:`IncrementalMismatch` naming the first bar and series that differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import structlog
+
+from aio.errors import AioError
+from aio.strategy.evaluate import _truth, evaluate, lookback
+from aio.strategy.rules import DIRECTION, _resolve, price_env, signals
+
+log = structlog.get_logger(__name__)
+
+BASE = ("open", "high", "low", "close", "volume")
+
+
+class IncrementalMismatch(AioError):
+    """A value computed bar by bar differs from the batch evaluation of the same bars."""
+
+
+class Grow:
+    """A float (or int) array that doubles its capacity: appending bar by bar stays O(1)."""
+
+    def __init__(self, dtype: Any = np.float64) -> None:
+        self.a = np.full(64, np.nan) if dtype == np.float64 else np.zeros(64, dtype=dtype)
+        self.n = 0
+
+    def append(self, v: Any) -> None:
+        if self.n == self.a.shape[0]:
+            grown = np.full(2 * self.n, np.nan) if self.a.dtype == np.float64 else np.zeros(2 * self.n, self.a.dtype)
+            grown[: self.n] = self.a
+            self.a = grown
+        self.a[self.n] = v
+        self.n += 1
+
+    def view(self) -> np.ndarray:
+        return self.a[: self.n]
+
+    def tail(self, w: int) -> np.ndarray:
+        return self.a[max(0, self.n - w): self.n]
+
+
+def stream_api() -> Any | None:
+    """TA-Lib's stateful streaming module (ta-lib >= 0.8), or None where the installed one lacks it."""
+    try:
+        from talib import stream
+    except ImportError:  # pragma: no cover - TA-Lib is a dependency
+        return None
+    return stream if hasattr(stream, "Stream") else None
+
+
+@dataclass
+class _Indicator:
+    """One indicator binding, carried bar by bar."""
+
+    alias: str
+    fn: str
+    outputs: tuple[str, ...]
+    first: str
+    params: dict[str, Any]
+    inputs: list[tuple[str, str]]  # (TA-Lib input name, AST key of its expression or "" for a price)
+    talib: bool
+    handle: Any = None
+    batch_only: bool = False  # a handle refused a value: the Function API from then on
+    series: dict[str, Grow] = field(default_factory=dict)  # input histories by input name
+
+
+@dataclass
+class Decision:
+    when: list[bool]
+    price: list[float]
+    brackets: dict[str, float]
+
+
+class IncrementalSignals:
+    """A strategy's Signals, one closed bar at a time (see the module docstring)."""
+
+    def __init__(self, spec: Any, params: Mapping[str, Any] | None = None, *, use_stream: bool = True) -> None:
+        from aio.indicators import get_indicator
+        from aio.indicators.talib_defs import talib_defs
+
+        self.spec = spec
+        self.params = {**spec.params, **(params or {})}
+        self.scalars = {k: v for k, v in self.params.items() if not isinstance(v, str)}
+        self.stream = stream_api() if use_stream else None
+        self.series: dict[str, Grow] = {}
+        self.n = 0
+        talib_names = talib_defs()
+        keys: list[str] = []
+        self.steps: list[tuple[str, Any]] = []
+        for alias in spec.indicator_order:
+            b = spec.indicators[alias]
+            if b.expr is not None:
+                self.steps.append(("expr", alias))
+                keys.append(f"ind:{alias}")
+                continue
+            idef = get_indicator(b.fn)
+            inputs = []
+            for inp in idef.inputs:
+                src = b.inputs.get(inp)
+                key = f"ind:{alias}:in:{src}" if src is not None else ""
+                if key:
+                    keys.append(key)
+                inputs.append((inp, key))
+            p = idef.resolve_params({k: _resolve(v, self.params) for k, v in b.params.items()})
+            ind = _Indicator(alias, idef.name, tuple(idef.outputs), b.output or idef.outputs[0], p, inputs,
+                             talib=talib_names.get(idef.name) is idef)
+            self.steps.append(("ind", ind))
+        for r in spec.rules:
+            keys.append(f"rule:{r.id}:when")
+            if r.price is not None:
+                keys.append(f"rule:{r.id}:price")
+        ex = spec.exit
+        self.levels = [k for k in ex.PRICE_KEYS if getattr(ex, k) is not None]
+        keys += [f"exit:{k}" for k in self.levels]
+        self.atr: _Indicator | None = None
+        self.dists: dict[str, float] = {}
+        if not self.levels:
+            vals = {k: _resolve(getattr(ex, k), self.params) for k in ("stop_atr", "take_atr", "stop_pct", "take_pct",
+                                                                        "atr_length")}
+            self.dists = {k: vals[k] for k in ("stop_atr", "take_atr", "stop_pct", "take_pct")}
+            if vals["stop_atr"] or vals["take_atr"]:
+                self.atr = _Indicator("ATR", "ATR", ("real",), "real", {"timeperiod": int(vals["atr_length"])},
+                                      [("high", ""), ("low", ""), ("close", "")], talib=True)
+        spans = [lookback(spec.ast(k), self.scalars) for k in keys]
+        # None: some length is not a constant; such an expression sees the whole history
+        self.window = None if any(s is None for s in spans) else max(spans, default=0) + 1
+        self.has_brackets = bool(self.levels) or any(self.dists.get(k) for k in self.dists)
+        self.decisions: dict[str, Grow] = {}
+
+    # -- one closed bar ---------------------------------------------------------------------
+    def step(self, bars: Mapping[str, np.ndarray]) -> Decision:
+        """The decision at the last bar of ``bars`` (whole histories; one more bar than last call)."""
+        n = len(bars["close"])
+        if n != self.n + 1:
+            raise IncrementalMismatch(f"step got {n} bars after {self.n}: feed every closed bar once, in order")
+        self.n = n
+        w = n if self.window is None else min(n, self.window)
+        env: dict[str, Any] = price_env({k: bars[k][n - w:] for k in BASE if k in bars})
+        env.update(self.scalars)
+        for kind, it in self.steps:
+            if kind == "expr":
+                v = evaluate(self.spec.ast(f"ind:{it}"), env, w)
+                self._put(it, v[-1] if isinstance(v, np.ndarray) else float(v))
+                env[it] = self.series[it].tail(w)
+                continue
+            outs = self._indicator(it, env, w, bars)
+            for oname, v in outs.items():
+                self._put(f"{it.alias}.{oname}", v)
+                env[f"{it.alias}.{oname}"] = self.series[f"{it.alias}.{oname}"].tail(w)
+            env[it.alias] = env[f"{it.alias}.{it.first}"]
+        when, price = [], []
+        for r in self.spec.rules:
+            when.append(bool(_truth(evaluate(self.spec.ast(f"rule:{r.id}:when"), env, w), w)[-1]))
+            p = float("nan")
+            if r.price is not None:
+                pv = evaluate(self.spec.ast(f"rule:{r.id}:price"), env, w)
+                p = float(pv[-1]) if isinstance(pv, np.ndarray) else float(pv)
+            price.append(p)
+        d = Decision(when, price, self._brackets(env, w, bars))
+        self._record(d)
+        return d
+
+    def _put(self, key: str, v: Any) -> None:
+        g = self.series.get(key)
+        if g is None:
+            g = self.series[key] = Grow()
+        g.append(v)
+
+    def _indicator(self, ind: _Indicator, env: Mapping[str, Any], w: int, bars: Mapping[str, np.ndarray]) -> dict:
+        from aio.indicators import compute_indicator
+
+        vals = []
+        for inp, key in ind.inputs:
+            if key:
+                v = evaluate(self.spec.ast(key), env, w)
+                x = float(v[-1]) if isinstance(v, np.ndarray) else float(v)
+            else:
+                x = float(env[inp][-1])
+            ind.series.setdefault(inp, Grow()).append(x)
+            vals.append(x)
+        if ind.handle is not None:
+            try:
+                out = ind.handle.update(*vals)
+            except Exception:  # TA-Lib refuses a non-finite bar: the batch computation from here on
+                ind.handle, ind.batch_only = None, True
+                log.info("indicator leaves its streaming handle", indicator=ind.alias, bar=self.n - 1)
+            else:
+                return dict(zip(ind.outputs, out if isinstance(out, tuple) else (out,)))
+        full = {inp: g.view() for inp, g in ind.series.items()}
+        res = compute_indicator(ind.fn, full, ind.params)
+        if self.stream is not None and ind.talib and not ind.batch_only:
+            self._open(ind, full, res)
+        return {k: float(a[-1]) for k, a in res.items()}
+
+    def _open(self, ind: _Indicator, full: dict[str, np.ndarray], res: dict[str, np.ndarray]) -> None:
+        arrays = [full[inp] for inp, _ in ind.inputs]
+        lead = np.zeros(len(arrays[0]), dtype=bool)
+        for a in arrays:
+            lead |= np.isnan(a)
+        first = int(np.argmin(lead)) if not lead.all() else len(lead)
+        if first == len(lead) or not all(np.isfinite(a[first:]).all() for a in arrays):
+            return  # TA-Lib's handles are defined on finite history after the leading NaNs only
+        try:
+            h = getattr(self.stream, ind.fn)(*arrays, **ind.params)
+        except Exception:  # InsufficientHistory: not yet
+            return
+        v = h.value
+        got = v if isinstance(v, tuple) else (v,)
+        want = tuple(float(res[o][-1]) for o in ind.outputs)
+        if not _same(np.asarray(got, dtype=np.float64), np.asarray(want)):
+            ind.batch_only = True  # this TA-Lib's handle disagrees with its Function API: never use it
+            log.warning("TA-Lib streaming handle disagrees with the Function API; using the Function API",
+                        indicator=ind.alias, handle=got, function=want)
+            return
+        ind.handle = h
+
+    def _brackets(self, env: Mapping[str, Any], w: int, bars: Mapping[str, np.ndarray]) -> dict[str, float]:
+        if self.levels:
+            out = {}
+            for k in self.levels:
+                v = evaluate(self.spec.ast(f"exit:{k}"), env, w)
+                out[k] = float(v[-1]) if isinstance(v, np.ndarray) else float(v)
+            return {"stop_long": out.get("stop_long", np.nan), "limit_long": out.get("take_long", np.nan),
+                    "stop_short": out.get("stop_short", np.nan), "limit_short": out.get("take_short", np.nan)}
+        if not self.has_brackets:
+            return {}
+        close = np.float64(env["close"][-1])
+        atr = np.float64(self._indicator(self.atr, env, w, bars)["real"]) if self.atr is not None else None
+        d = self.dists
+        # the same scalar arithmetic as aio.strategy.rules._brackets does elementwise
+        stop = (float(d["stop_atr"]) * atr if d["stop_atr"] else close * float(d["stop_pct"]) / 100.0
+                if d["stop_pct"] else np.nan)
+        take = (float(d["take_atr"]) * atr if d["take_atr"] else close * float(d["take_pct"]) / 100.0
+                if d["take_pct"] else np.nan)
+        return {"stop_dist": float(stop), "take_dist": float(take)}
+
+    # -- the decisions so far, checked against the batch ------------------------------------
+    def _record(self, d: Decision) -> None:
+        for r, wv, pv in zip(self.spec.rules, d.when, d.price):
+            self._dec(f"{r.id}.when", float(wv))
+            self._dec(f"{r.id}.price", pv)
+        for k, v in d.brackets.items():
+            self._dec(f"brackets.{k}", v)
+
+    def _dec(self, key: str, v: float) -> None:
+        g = self.decisions.get(key)
+        if g is None:
+            g = self.decisions[key] = Grow()
+        g.append(v)
+
+    def audit(self, bars: Mapping[str, np.ndarray]) -> None:
+        """One batch pass over the same bars: every decision so far must be the batch's, bit for bit."""
+        sig = signals(self.spec, bars, self.params)
+        want: dict[str, np.ndarray] = {}
+        for o in sig.orders:
+            want[f"{o.id}.when"] = o.when.astype(np.float64)
+            if o.price is not None:
+                want[f"{o.id}.price"] = o.price
+        br = sig.brackets
+        if br is not None:
+            for k in ("stop_long", "limit_long", "stop_short", "limit_short", "stop_dist", "take_dist"):
+                if getattr(br, k) is not None:
+                    want[f"brackets.{k}"] = np.asarray(getattr(br, k), dtype=np.float64)
+        for key, arr in want.items():
+            got = self.decisions[key].view()
+            if not _same(got, arr):
+                bad = int(np.flatnonzero(~((got == arr) | (np.isnan(got) & np.isnan(arr))))[0])
+                raise IncrementalMismatch(
+                    f"strategy {self.spec.name}: {key} at bar {bad} is {got[bad]!r} bar by bar but {arr[bad]!r} in "
+                    "the batch evaluation of the same bars; set live.incremental=false (whole-history evaluation) "
+                    "and report this")
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+__all__ = ["DIRECTION", "Decision", "Grow", "IncrementalMismatch", "IncrementalSignals", "stream_api"]
