@@ -202,7 +202,7 @@ def test_reload_a_strategy_from_the_library(redis_url, tmp_path):
     assert [c["cmd"] for c in eng.pending_cmds] == ["reload"]
     from aio.live.aggregate import ClosedBar
 
-    eng.close_bar(ClosedBar(0, TF, 1.1, 1.2, 1.0, 1.15, 1.0, 5, 1e-5, "0"))
+    eng.close_bars([ClosedBar(0, TF, 1.1, 1.2, 1.0, 1.15, 1.0, 5, 1e-5, "0")])
     assert eng.strat.params["fastLength"] == 8 and eng.strat.params["slowlength"] == 30
     rep = _wait_reply(r, m["id"])
     assert rep["status"] == "applied" and rep["state"]["params"]["fastLength"] == 8

@@ -28,11 +28,17 @@ def bracket_keys(sig: Signals) -> tuple[str, ...]:
     return tuple(k for k in BRACKET_KEYS if br is not None and getattr(br, k) is not None)
 
 
+def _num(x: float) -> float | None:
+    """NaN as None: the journal's text for it either way (``canon``), without its slow path."""
+    x = float(x)
+    return x if x == x else None
+
+
 def decision_payload(d: Decisions, keys: tuple[str, ...]) -> dict[str, Any]:
     """A decision as the journal keeps it (the strategy's slots; the flatten slot as ``flatten``)."""
-    return {"when": [bool(w) for w in d.when[:-1]], "price": [float(p) for p in d.price[:-1]],
-            "brackets": {k: float(getattr(d, k)) for k in keys}, "size": float(d.size),
-            "size_steps": {k: float(v) for k, v in d.size_steps.items()}, "flatten": bool(d.when[-1])}
+    return {"when": [bool(w) for w in d.when[:-1]], "price": [_num(p) for p in d.price[:-1]],
+            "brackets": {k: _num(getattr(d, k)) for k in keys}, "size": _num(d.size),
+            "size_steps": {k: _num(v) for k, v in d.size_steps.items()}, "flatten": bool(d.when[-1])}
 
 
 class PaperBroker:
@@ -71,7 +77,7 @@ class PaperBroker:
         if pos != pos_before:
             events.append(("position", {"units": pos, "previous": pos_before}))
         for k in np.flatnonzero(d.when):
-            events.append(("order", {"slot": self.ids[k], "price": float(d.price[k]),
+            events.append(("order", {"slot": self.ids[k], "price": _num(d.price[k]),
                                      "pending": bool(b.pend[k]), "client_id": f"{t}:{self.ids[k]}"}))
         return events
 

@@ -1,12 +1,16 @@
-"""The incremental engine: closed bars -> the strategy's rules -> the paper broker, journaled.
+"""The paper engine: closed bars -> the strategy's rules -> the paper broker, journaled.
 
-At each bar close the rules are evaluated by the batch backend itself
-(:func:`aio.strategy.signals`, and the sizer chain by :func:`aio.sizing.size_signals`)
-over the bars known so far, and the last bar's values are the decision. There is no
-second interpretation of the rules: a value at bar t of the batch pass depends on bars
-<= t only (tests/test_no_lookahead.py), so the prefix evaluation gives the batch's
-decision at t exactly. ``live.window`` > 0 evaluates over the last N bars only (faster,
-exact for finite-memory indicators, close for recursive ones); 0 keeps all history.
+At each bar close the decision is the batch pass's value at that bar, computed without
+re-reading the history: :class:`aio.strategy.incremental.IncrementalSignals` carries
+TA-Lib indicators on TA-Lib's streaming handles and evaluates the rule expressions with
+the batch evaluator over the few last bars they read (bit-identical to
+:func:`aio.strategy.signals` on the history; audited against it every
+``live.audit_every`` bars and at the end). With a sizer chain (history-dependent shadow
+backtests), ``live.window`` > 0 or ``live.incremental=false`` the batch backend itself is
+run over the bars so far (or the last N) at each close; a value at bar t of the batch
+pass depends on bars <= t only (tests/test_no_lookahead.py), so the prefix evaluation
+gives the batch's decision at t exactly. The broker is the backtest's stepped
+:class:`aio.backtest.broker.Broker` (through :class:`aio.live.broker.PaperBroker`).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from aio.live.aggregate import BarPassthrough, ClosedBar, TickAggregator
 from aio.backtest.broker import Decisions
 from aio.live.broker import PaperBroker, decision_payload
 from aio.live.journal import Journal, JournalError
+from aio.strategy.incremental import Grow
 from aio.records import BAR_SCHEMA
 
 log = structlog.get_logger(__name__)
@@ -32,30 +37,11 @@ log = structlog.get_logger(__name__)
 BAR_COLS = list(BAR_SCHEMA)
 
 
-class _Grow:
-    """An array that doubles its capacity (appending bar by bar stays O(1))."""
-
-    def __init__(self, dtype=np.float64) -> None:
-        self.a = np.full(64, np.nan) if dtype == np.float64 else np.zeros(64, dtype=dtype)
-        self.n = 0
-
-    def append(self, v) -> None:
-        if self.n == self.a.shape[0]:
-            grown = np.full(2 * self.n, np.nan) if self.a.dtype == np.float64 else np.zeros(2 * self.n, self.a.dtype)
-            grown[: self.n] = self.a
-            self.a = grown
-        self.a[self.n] = v
-        self.n += 1
-
-    def view(self) -> np.ndarray:
-        return self.a[: self.n]
-
-
 class History:
     """Closed bars so far, as growable columns (BAR_SCHEMA)."""
 
     def __init__(self) -> None:
-        self.cols = {c: _Grow(np.int64) if BAR_SCHEMA[c] == pl.Int64 else _Grow() for c in BAR_COLS}
+        self.cols = {c: Grow(np.int64) if BAR_SCHEMA[c] == pl.Int64 else Grow() for c in BAR_COLS}
 
     def append(self, bar: ClosedBar) -> None:
         for c in BAR_COLS:
@@ -170,7 +156,7 @@ class EngineStats:
 
 
 class LiveEngine:
-    """Drives bars through decider + broker, one journal transaction per bar before the source ack."""
+    """Drives bars through decider + broker; one journal transaction per source read, before its ack."""
 
     def __init__(self, strat: Strategy, bt_cfg: Any, journal: Journal, *, window: int = 0, incremental: bool = True,
                  audit_every: int = 1000,
@@ -186,6 +172,7 @@ class LiveEngine:
         self.paused = False
         self.flatten_next = False
         self.pending_cmds: list[dict[str, Any]] = []  # accepted, applied at the next bar close
+        self.applied: list[dict[str, Any]] = []  # applied, answered once their bar is journaled
         self.on_applied: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
         self.tf, self.side, self.anchor, self.spread_known = timeframe_ns, side, anchor, spread_known
         self.stats = EngineStats()
@@ -202,16 +189,31 @@ class LiveEngine:
             self.broker = PaperBroker(sig, bt, plan)
         return self.broker
 
-    def close_bar(self, bar: ClosedBar, *, journaled: dict[int, tuple[str, str]] | None = None) -> None:
-        """Bar t closed: commands due, the decision, the broker's step, then one journal write
-        (``journaled``: recovery, bar t's journaled events, checked instead of written)."""
+    def close_bars(self, bars: list[ClosedBar]) -> None:
+        """The bars one source read closed: each decided and stepped in order, then all journaled
+        in one transaction; only after it are latencies taken and control replies sent."""
+        if not bars:
+            return
+        rows = [self._close(bar) for bar in bars]
+        self.journal.write_bars(rows)
+        now = time.perf_counter_ns()
+        self.stats.latencies_ns.extend(now - b.received_ns for b in bars if b.received_ns)
+        applied, self.applied = self.applied, []
+        for cmd in applied:
+            if self.on_applied is not None:
+                self.on_applied(cmd, self.state())
+
+    def _close(self, bar: ClosedBar, journaled: dict[int, tuple[str, str]] | None = None) -> tuple:
+        """Bar t closed: commands due, the decision, the broker's step. Returns the journal row
+        (``journaled``: recovery, bar t's journaled events, checked instead)."""
         t = len(self.hist)
         self.hist.append(bar)
         events: list[tuple[int, str, Any]] = []
         if journaled is not None:  # commands applied at this close come from the journal, not the stream
             cmds = [json.loads(p) for _, (kind, p) in sorted(journaled.items()) if kind == "command"]
         else:
-            cmds = self.pending_cmds
+            cmds, self.pending_cmds = self.pending_cmds, []
+            self.applied += cmds
         for cmd in cmds:
             self._apply(cmd, t, reply=False)
             events.append((len(events), "command", cmd))
@@ -221,18 +223,12 @@ class LiveEngine:
         events.append((len(events), "decision", decision_payload(decision, broker.bracket_keys)))
         for kind, payload in broker.step(bar, decision):
             events.append((len(events), kind, payload))
+        self.stats.bars += 1
         if journaled is not None:
             self.journal.check(t, journaled, events)
         else:
             self.journal._maybe_die("decided", t)
-            self.journal.write_bar(t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events)
-            if bar.received_ns:
-                self.stats.latencies_ns.append(time.perf_counter_ns() - bar.received_ns)
-            applied, self.pending_cmds = self.pending_cmds, []
-            for cmd in applied:
-                if self.on_applied is not None:
-                    self.on_applied(cmd, self.state())
-        self.stats.bars += 1
+        return t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events
 
     # -- control ----------------------------------------------------------------------------
     def _apply(self, cmd: dict[str, Any], t: int, reply: bool) -> None:
@@ -271,7 +267,7 @@ class LiveEngine:
         for jb in jbars:
             bar = ClosedBar(*jb.values, last_id=jb.last_id)
             bar.ts_event, bar.ts_init, bar.ticks = int(bar.ts_event), int(bar.ts_init), int(bar.ticks)
-            self.close_bar(bar, journaled=journaled.get(jb.t, {}))
+            self._close(bar, journaled.get(jb.t, {}))
             last = jb.last_id
         self.stats.recovered_bars = len(jbars)
         if jbars:
@@ -305,8 +301,7 @@ class LiveEngine:
                 if batch is None:
                     if clock_close_ms and agg is not None and hasattr(agg, "close_due"):
                         due = agg.close_due(time.time_ns(), clock_close_ms * 1_000_000, time.perf_counter_ns())
-                        for bar in due:
-                            self.close_bar(bar)
+                        self.close_bars(due)
                         if due:
                             source.ack(due[-1].last_id)
                     continue
@@ -324,8 +319,7 @@ class LiveEngine:
                             agg.last_open = last
                 self.stats.records += len(batch)
                 closed = agg.push(batch.frame, batch.ids, batch.received_ns, end=batch.end)
-                for bar in closed:
-                    self.close_bar(bar)
+                self.close_bars(closed)
                 if closed:
                     source.ack(closed[-1].last_id)
                     self.journal._maybe_die("ack", len(self.hist) - 1)

@@ -65,6 +65,12 @@ def _float(v: Any) -> float:
 
 def canon(payload: Any) -> str:
     """One text per payload: NaN as null, keys sorted, floats by repr (bit-exact comparison)."""
+    try:  # most payloads are plain and finite: one encoder pass
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    except TypeError:  # numpy scalars and the like
+        text = "NaN"
+    if "NaN" not in text and "Infinity" not in text:
+        return text
     return json.dumps(_clean(payload), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
@@ -131,15 +137,19 @@ class Journal:
     def _tx(self):
         return _Tx(self.db)
 
-    def write_bar(self, t: int, bar_values: tuple, last_id: str, events: Iterable[tuple[int, str, Any]]) -> None:
-        """Bar ``t`` and all its events, in one transaction."""
+    def write_bars(self, bars: Iterable[tuple[int, tuple, str, Iterable[tuple[int, str, Any]]]]) -> None:
+        """Bars ``(t, values, last_id, events)`` and all their events, in one transaction."""
+        bar_rows, ev_rows = [], []
+        for t, values, last_id, events in bars:
+            bar_rows.append((t, *map(_nan, values), last_id))
+            ev_rows += [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
         with self._tx():
-            self.db.execute(
+            self.db.executemany(
                 "INSERT INTO bars (t, ts_event, ts_init, open, high, low, close, volume, ticks, spread_mean, "
-                "last_id, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)", (t, *map(_nan, bar_values), last_id))
-            rows = [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
-            self.db.executemany("INSERT INTO events (t, seq, kind, payload) VALUES (?,?,?,?)", rows)
-        self._maybe_die("journal", t)
+                "last_id, done) VALUES (?,?,?,?,?,?,?,?,?,?,?,1)", bar_rows)
+            self.db.executemany("INSERT INTO events (t, seq, kind, payload) VALUES (?,?,?,?)", ev_rows)
+        if bar_rows:
+            self._maybe_die("journal", bar_rows[-1][0])
 
     def all_events(self) -> dict[int, dict[int, tuple[str, str]]]:
         """Every journaled event, by bar and sequence number (recovery reads them once)."""

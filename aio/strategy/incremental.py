@@ -32,6 +32,7 @@ import structlog
 
 from aio.errors import AioError
 from aio.strategy.evaluate import _truth, evaluate, lookback
+from aio.strategy.expr import names
 from aio.strategy.rules import DIRECTION, _resolve, price_env, signals
 
 log = structlog.get_logger(__name__)
@@ -147,6 +148,9 @@ class IncrementalSignals:
             if vals["stop_atr"] or vals["take_atr"]:
                 self.atr = _Indicator("ATR", "ATR", ("real",), "real", {"timeperiod": int(vals["atr_length"])},
                                       [("high", ""), ("low", ""), ("close", "")], talib=True)
+        used = set().union(*(names(spec.ast(k)) for k in keys)) | {i for st in self.steps if st[0] == "ind"
+                                                                  for i, key in st[1].inputs if not key}
+        self.derived = bool(used & {"hl2", "hlc3", "ohlc4"})  # else the prices are all the env needs
         spans = [lookback(spec.ast(k), self.scalars) for k in keys]
         # None: some length is not a constant; such an expression sees the whole history
         self.window = None if any(s is None for s in spans) else max(spans, default=0) + 1
@@ -161,7 +165,8 @@ class IncrementalSignals:
             raise IncrementalMismatch(f"step got {n} bars after {self.n}: feed every closed bar once, in order")
         self.n = n
         w = n if self.window is None else min(n, self.window)
-        env: dict[str, Any] = price_env({k: bars[k][n - w:] for k in BASE if k in bars})
+        tails = {k: bars[k][n - w:] for k in BASE if k in bars}
+        env: dict[str, Any] = price_env(tails) if self.derived else tails
         env.update(self.scalars)
         for kind, it in self.steps:
             if kind == "expr":
