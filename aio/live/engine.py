@@ -172,7 +172,7 @@ class LiveEngine:
         self.paused = False
         self.flatten_next = False
         self.pending_cmds: list[dict[str, Any]] = []  # accepted, applied at the next bar close
-        self.applied: list[dict[str, Any]] = []  # applied, answered once their bar is journaled
+        self.applied: list[tuple[dict, dict]] = []  # (command, state at its close), answered once journaled
         self.on_applied: Callable[[dict[str, Any], dict[str, Any]], None] | None = None
         self.tf, self.side, self.anchor, self.spread_known = timeframe_ns, side, anchor, spread_known
         self.stats = EngineStats()
@@ -199,9 +199,9 @@ class LiveEngine:
         now = time.perf_counter_ns()
         self.stats.latencies_ns.extend(now - b.received_ns for b in bars if b.received_ns)
         applied, self.applied = self.applied, []
-        for cmd in applied:
+        for cmd, state in applied:
             if self.on_applied is not None:
-                self.on_applied(cmd, self.state())
+                self.on_applied(cmd, state)
 
     def _close(self, bar: ClosedBar, journaled: dict[int, tuple[str, str]] | None = None) -> tuple:
         """Bar t closed: commands due, the decision, the broker's step. Returns the journal row
@@ -213,7 +213,6 @@ class LiveEngine:
             cmds = [json.loads(p) for _, (kind, p) in sorted(journaled.items()) if kind == "command"]
         else:
             cmds, self.pending_cmds = self.pending_cmds, []
-            self.applied += cmds
         for cmd in cmds:
             self._apply(cmd, t, reply=False)
             events.append((len(events), "command", cmd))
@@ -227,6 +226,9 @@ class LiveEngine:
         if journaled is not None:
             self.journal.check(t, journaled, events)
         else:
+            if cmds:  # answered with the state at this close, once the bar is journaled
+                state = self.state()
+                self.applied += [(cmd, state) for cmd in cmds]
             self.journal._maybe_die("decided", t)
         return t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events
 
