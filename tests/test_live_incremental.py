@@ -69,9 +69,14 @@ def _spec(name: str):
     return load_spec(yaml.safe_load((REPO / "conf" / "strategy" / f"{name}.yaml").read_text()))
 
 
-def _stepped(spec, arrays, **kw):
+def _stepped(spec, arrays, groups=(1,), **kw):
+    """Bars fed as they would close: in groups (the bars one source read closes) of the given sizes, cycled."""
     inc = IncrementalSignals(spec, **kw)
-    out = [inc.step({k: a[: t + 1] for k, a in arrays.items()}) for t in range(len(arrays["close"]))]
+    n, t, out, i = len(arrays["close"]), 0, [], 0
+    while t < n:
+        k = min(groups[i % len(groups)], n - t)
+        out += inc.step({c: a[: t + k] for c, a in arrays.items()}, k)
+        t, i = t + k, i + 1
     return inc, out
 
 
@@ -91,10 +96,11 @@ def _assert_equal_batch(spec, arrays, out):
     return sig
 
 
+@pytest.mark.parametrize("groups", [(1,), (3, 1, 8, 2, 17)])
 @pytest.mark.parametrize("name", [s for s in SHIPPED if not _spec(s).uses_model()] + list(EXTRA))
-def test_bar_by_bar_equals_the_batch_signals(name, arrays):
+def test_bar_by_bar_equals_the_batch_signals(name, groups, arrays):
     spec = _spec(name)
-    inc, out = _stepped(spec, arrays)
+    inc, out = _stepped(spec, arrays, groups)
     sig = _assert_equal_batch(spec, arrays, out)
     assert sum(int(o.when.sum()) for o in sig.orders) > 10, "the test needs decisions to compare"
     inc.audit(arrays)  # the engine's own check agrees
@@ -110,7 +116,7 @@ def test_a_nan_inside_an_input_leaves_the_handle_and_stays_exact(arrays):
     for t in (300, 301, 900):  # flat bars: 0/0 in the input
         a["open"][t] = a["high"][t] = a["low"][t] = a["close"][t]
     spec = _spec("nan_inside_an_input")
-    inc, out = _stepped(spec, a)
+    inc, out = _stepped(spec, a, (1, 5))
     _assert_equal_batch(spec, a, out)
     (ind,) = [st[1] for st in inc.steps if st[0] == "ind"]
     assert ind.batch_only and ind.handle is None
@@ -139,6 +145,8 @@ def test_bars_must_come_once_and_in_order(arrays):
     inc.step({k: a[:1] for k, a in arrays.items()})
     with pytest.raises(IncrementalMismatch, match="feed every closed bar once"):
         inc.step({k: a[:3] for k, a in arrays.items()})
+    with pytest.raises(IncrementalMismatch, match="feed every closed bar once"):
+        inc.step({k: a[:3] for k, a in arrays.items()}, 3)
 
 
 def test_a_trailing_window_is_not_exact_even_for_sma(arrays):

@@ -50,11 +50,11 @@ class History:
     def __len__(self) -> int:
         return self.cols["close"].n
 
-    def arrays(self, start: int = 0) -> dict[str, np.ndarray]:
-        return {c: g.view()[start:] for c, g in self.cols.items()}
+    def arrays(self, start: int = 0, end: int | None = None) -> dict[str, np.ndarray]:
+        return {c: g.view()[start:end] for c, g in self.cols.items()}
 
-    def frame(self, start: int = 0) -> pl.DataFrame:
-        return pl.DataFrame({c: self.cols[c].view()[start:] for c in BAR_COLS}, schema=BAR_SCHEMA)
+    def frame(self, start: int = 0, end: int | None = None) -> pl.DataFrame:
+        return pl.DataFrame({c: self.cols[c].view()[start:end] for c in BAR_COLS}, schema=BAR_SCHEMA)
 
 
 @dataclass
@@ -94,40 +94,44 @@ class Decider:
 
             self.inc = IncrementalSignals(strat.spec, strat.params)
 
-    def _decide_incremental(self, hist: History, paused: bool, flatten: bool) -> tuple[Decisions, Any]:
+    def decide(self, hist: History, k: int = 1, paused: bool = False,
+               flatten: bool = False) -> tuple[list[Decisions], Any]:
+        """Decisions at the last ``k`` closes of ``hist`` (``flatten``: the controller's, at the first)."""
         from aio.strategy import signals
 
+        n = len(hist)
+        if self.inc is None:
+            out = [self._decide_batch(hist, n - k + i + 1, paused, flatten and i == 0) for i in range(k)]
+            return [d for d, _ in out], out[0][1]
         arrays = hist.arrays()
         if self.template is None:  # the order slots and bracket kinds, laid out as the batch pass does
             self.template = (signals(self.s.spec, arrays, self.s.params), self.bt)
-        n = len(hist)
-        while self.inc.n < n - 1:  # a decider rebuilt by a command catches up on the history
-            self.inc.step({k: a[: self.inc.n + 1] for k, a in arrays.items()})
-        d = self.inc.step(arrays)
-        if self.audit_every and n % self.audit_every == 0:
+        while self.inc.n < n - k:  # a decider rebuilt by a command catches up on the history
+            self.inc.step({c: a[: self.inc.n + 1] for c, a in arrays.items()})
+        out = []
+        for i, d in enumerate(self.inc.step(arrays, k)):
+            when = np.array([w and not paused for w in d.when] + [flatten and i == 0], dtype=np.bool_)
+            out.append(Decisions(when, np.array(d.price + [np.nan]), **d.brackets))
+        if self.audit_every and n // self.audit_every > (n - k) // self.audit_every:
             self.inc.audit(arrays)
-        when = np.array([w and not paused for w in d.when] + [flatten], dtype=np.bool_)
-        return Decisions(when, np.array(d.price + [np.nan]), **d.brackets), self.template
+        return out, self.template
 
     def audit(self, hist: History) -> None:
         if self.inc is not None and self.inc.n:
             self.inc.audit(hist.arrays())
 
-    def decide(self, hist: History, paused: bool = False, flatten: bool = False) -> tuple[Decisions, Any]:
+    def _decide_batch(self, hist: History, end: int, paused: bool, flatten: bool) -> tuple[Decisions, Any]:
+        """The batch backend over the bars before ``end`` (or the last ``window`` of them)."""
         from aio.strategy import signals
 
-        if self.inc is not None:
-            return self._decide_incremental(hist, paused, flatten)
-
-        n = len(hist)
-        start = max(0, n - self.window) if self.window else 0
-        arrays = hist.arrays(start)
+        start = max(0, end - self.window) if self.window else 0
+        arrays = hist.arrays(start, end)
         sig = signals(self.s.spec, arrays, self.s.params, extra=None)
         bt = self.bt
         if self.sized:
             from aio.sizing import size_signals
 
-            frame = hist.frame(start)
+            frame = hist.frame(start, end)
             rates = None
             if self.plan is not None and self.plan.kind != "none":
                 from aio.instruments import conversion_rates
@@ -190,11 +194,12 @@ class LiveEngine:
         return self.broker
 
     def close_bars(self, bars: list[ClosedBar]) -> None:
-        """The bars one source read closed: each decided and stepped in order, then all journaled
-        in one transaction; only after it are latencies taken and control replies sent."""
+        """The bars one source read closed: decided together (each from the bars up to it),
+        stepped in order, then all journaled in one transaction; only after it are latencies
+        taken and control replies sent."""
         if not bars:
             return
-        rows = [self._close(bar) for bar in bars]
+        rows = self._close(bars)
         self.journal.write_bars(rows)
         now = time.perf_counter_ns()
         self.stats.latencies_ns.extend(now - b.received_ns for b in bars if b.received_ns)
@@ -203,34 +208,38 @@ class LiveEngine:
             if self.on_applied is not None:
                 self.on_applied(cmd, state)
 
-    def _close(self, bar: ClosedBar, journaled: dict[int, tuple[str, str]] | None = None) -> tuple:
-        """Bar t closed: commands due, the decision, the broker's step. Returns the journal row
-        (``journaled``: recovery, bar t's journaled events, checked instead)."""
-        t = len(self.hist)
-        self.hist.append(bar)
-        events: list[tuple[int, str, Any]] = []
+    def _close(self, bars: list[ClosedBar], journaled: dict[int, tuple[str, str]] | None = None) -> list[tuple]:
+        """Bars t0.. closed: the commands due at t0, the decisions, the broker's steps. Returns the
+        journal rows (``journaled``: recovery of one bar, its journaled events, checked instead)."""
+        t0 = len(self.hist)
         if journaled is not None:  # commands applied at this close come from the journal, not the stream
             cmds = [json.loads(p) for _, (kind, p) in sorted(journaled.items()) if kind == "command"]
         else:
             cmds, self.pending_cmds = self.pending_cmds, []
         for cmd in cmds:
-            self._apply(cmd, t, reply=False)
-            events.append((len(events), "command", cmd))
-        decision, sig_bt = self.decider.decide(self.hist, self.paused, self.flatten_next)
+            self._apply(cmd, t0, reply=False)
+        for bar in bars:
+            self.hist.append(bar)
+        decisions, sig_bt = self.decider.decide(self.hist, len(bars), self.paused, self.flatten_next)
         self.flatten_next = False
         broker = self._broker(sig_bt)
-        events.append((len(events), "decision", decision_payload(decision, broker.bracket_keys)))
-        for kind, payload in broker.step(bar, decision):
-            events.append((len(events), kind, payload))
-        self.stats.bars += 1
-        if journaled is not None:
-            self.journal.check(t, journaled, events)
-        else:
-            if cmds:  # answered with the state at this close, once the bar is journaled
-                state = self.state()
-                self.applied += [(cmd, state) for cmd in cmds]
-            self.journal._maybe_die("decided", t)
-        return t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events
+        rows = []
+        for i, (bar, decision) in enumerate(zip(bars, decisions)):
+            t = t0 + i
+            events: list[tuple[int, str, Any]] = [(j, "command", cmd) for j, cmd in enumerate(cmds if i == 0 else ())]
+            events.append((len(events), "decision", decision_payload(decision, broker.bracket_keys)))
+            for kind, payload in broker.step(bar, decision):
+                events.append((len(events), kind, payload))
+            self.stats.bars += 1
+            if journaled is not None:
+                self.journal.check(t, journaled, events)
+            else:
+                if cmds and i == 0:  # answered with the state at this close, once the bar is journaled
+                    state = self.state(t + 1)
+                    self.applied += [(cmd, state) for cmd in cmds]
+                self.journal._maybe_die("decided", t)
+            rows.append((t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events))
+        return rows
 
     # -- control ----------------------------------------------------------------------------
     def _apply(self, cmd: dict[str, Any], t: int, reply: bool) -> None:
@@ -252,12 +261,14 @@ class LiveEngine:
             self.strat.section, self.strat.spec, self.strat.params = cmd["section"], spec, dict(spec.params)
         self.decider = Decider(self.strat, self.bt, **self.decider_opts)
 
-    def state(self) -> dict[str, Any]:
+    def state(self, bars: int | None = None) -> dict[str, Any]:
+        """The engine's state after ``bars`` bars (default: all so far; the broker must be there)."""
         b = self.broker
-        return {"bars": len(self.hist), "paused": self.paused, "params": dict(self.strat.params),
+        n = len(self.hist) if bars is None else bars
+        return {"bars": n, "paused": self.paused, "params": dict(self.strat.params),
                 "strategy": self.strat.spec.name, "position": b.pos if b else 0.0,
                 "trades": b.n_closed if b else 0,
-                "last_bar_close": int(self.hist.cols["ts_init"].view()[-1]) if len(self.hist) else None,
+                "last_bar_close": int(self.hist.cols["ts_init"].view()[n - 1]) if n else None,
                 "pending_commands": len(self.pending_cmds)}
 
     # -- recovery and the loop --------------------------------------------------------------
@@ -269,7 +280,7 @@ class LiveEngine:
         for jb in jbars:
             bar = ClosedBar(*jb.values, last_id=jb.last_id)
             bar.ts_event, bar.ts_init, bar.ticks = int(bar.ts_event), int(bar.ts_init), int(bar.ticks)
-            self._close(bar, journaled.get(jb.t, {}))
+            self._close([bar], journaled.get(jb.t, {}))
             last = jb.last_id
         self.stats.recovered_bars = len(jbars)
         if jbars:

@@ -45,19 +45,28 @@ class IncrementalMismatch(AioError):
 
 
 class Grow:
-    """A float (or int) array that doubles its capacity: appending bar by bar stays O(1)."""
+    """A growable 1-d array (capacity doubles: appending bar by bar stays O(1))."""
 
     def __init__(self, dtype: Any = np.float64) -> None:
-        self.a = np.full(64, np.nan) if dtype == np.float64 else np.zeros(64, dtype=dtype)
+        self.a = np.zeros(64, dtype=dtype)
         self.n = 0
 
-    def append(self, v: Any) -> None:
-        if self.n == self.a.shape[0]:
-            grown = np.full(2 * self.n, np.nan) if self.a.dtype == np.float64 else np.zeros(2 * self.n, self.a.dtype)
-            grown[: self.n] = self.a
+    def _room(self, k: int) -> None:
+        if self.n + k > self.a.shape[0]:
+            grown = np.zeros(2 * (self.n + k), dtype=self.a.dtype)
+            grown[: self.n] = self.a[: self.n]
             self.a = grown
+
+    def append(self, v: Any) -> None:
+        self._room(1)
         self.a[self.n] = v
         self.n += 1
+
+    def extend(self, v: np.ndarray) -> None:
+        k = len(v)
+        self._room(k)
+        self.a[self.n: self.n + k] = v
+        self.n += k
 
     def view(self) -> np.ndarray:
         return self.a[: self.n]
@@ -157,71 +166,71 @@ class IncrementalSignals:
         self.has_brackets = bool(self.levels) or any(self.dists.get(k) for k in self.dists)
         self.decisions: dict[str, Grow] = {}
 
-    # -- one closed bar ---------------------------------------------------------------------
-    def step(self, bars: Mapping[str, np.ndarray]) -> Decision:
-        """The decision at the last bar of ``bars`` (whole histories; one more bar than last call)."""
+    # -- closed bars ------------------------------------------------------------------------
+    def step(self, bars: Mapping[str, np.ndarray], k: int = 1) -> list[Decision]:
+        """The decisions at the last ``k`` bars of ``bars`` (whole histories, ``k`` bars more than
+        the last call). A value at bar i reads bars <= i only, so ``k`` bars closed together are
+        decided in one pass: the expressions' numpy work is shared by them."""
         n = len(bars["close"])
-        if n != self.n + 1:
-            raise IncrementalMismatch(f"step got {n} bars after {self.n}: feed every closed bar once, in order")
+        if k < 1 or n != self.n + k:
+            raise IncrementalMismatch(f"step got {n} bars after {self.n} and {k} new: feed every closed bar once, "
+                                      "in order")
         self.n = n
-        w = n if self.window is None else min(n, self.window)
-        tails = {k: bars[k][n - w:] for k in BASE if k in bars}
+        w = n if self.window is None else min(n, self.window + k - 1)
+        tails = {c: bars[c][n - w:] for c in BASE if c in bars}
         env: dict[str, Any] = price_env(tails) if self.derived else tails
         env.update(self.scalars)
         for kind, it in self.steps:
             if kind == "expr":
-                v = evaluate(self.spec.ast(f"ind:{it}"), env, w)
-                self._put(it, v[-1] if isinstance(v, np.ndarray) else float(v))
+                self._put(it, _last(evaluate(self.spec.ast(f"ind:{it}"), env, w), k))
                 env[it] = self.series[it].tail(w)
                 continue
-            outs = self._indicator(it, env, w, bars)
-            for oname, v in outs.items():
+            for oname, v in self._indicator(it, env, w, k).items():
                 self._put(f"{it.alias}.{oname}", v)
                 env[f"{it.alias}.{oname}"] = self.series[f"{it.alias}.{oname}"].tail(w)
             env[it.alias] = env[f"{it.alias}.{it.first}"]
         when, price = [], []
         for r in self.spec.rules:
-            when.append(bool(_truth(evaluate(self.spec.ast(f"rule:{r.id}:when"), env, w), w)[-1]))
-            p = float("nan")
-            if r.price is not None:
-                pv = evaluate(self.spec.ast(f"rule:{r.id}:price"), env, w)
-                p = float(pv[-1]) if isinstance(pv, np.ndarray) else float(pv)
-            price.append(p)
-        d = Decision(when, price, self._brackets(env, w, bars))
-        self._record(d)
-        return d
+            when.append(_truth(evaluate(self.spec.ast(f"rule:{r.id}:when"), env, w), w)[w - k:])
+            price.append(_last(evaluate(self.spec.ast(f"rule:{r.id}:price"), env, w), k).astype(np.float64)
+                         if r.price is not None else np.full(k, np.nan))
+        br = self._brackets(env, w, k)
+        for r, wv, pv in zip(self.spec.rules, when, price):
+            self._dec(f"{r.id}.when", wv.astype(np.float64))
+            self._dec(f"{r.id}.price", pv)
+        for key, v in br.items():
+            self._dec(f"brackets.{key}", v)
+        return [Decision([bool(wv[i]) for wv in when], [float(pv[i]) for pv in price],
+                         {key: float(v[i]) for key, v in br.items()}) for i in range(k)]
 
-    def _put(self, key: str, v: Any) -> None:
+    def _put(self, key: str, v: np.ndarray) -> None:
         g = self.series.get(key)
-        if g is None:
-            g = self.series[key] = Grow()
-        g.append(v)
+        if g is None:  # a condition stays boolean, as in the batch env (x[1] pads it with False, not NaN)
+            g = self.series[key] = Grow(np.bool_ if v.dtype == np.bool_ else np.float64)
+        g.extend(v)
 
-    def _indicator(self, ind: _Indicator, env: Mapping[str, Any], w: int, bars: Mapping[str, np.ndarray]) -> dict:
+    def _indicator(self, ind: _Indicator, env: Mapping[str, Any], w: int, k: int) -> dict[str, np.ndarray]:
         from aio.indicators import compute_indicator
 
         vals = []
         for inp, key in ind.inputs:
-            if key:
-                v = evaluate(self.spec.ast(key), env, w)
-                x = float(v[-1]) if isinstance(v, np.ndarray) else float(v)
-            else:
-                x = float(env[inp][-1])
-            ind.series.setdefault(inp, Grow()).append(x)
+            x = np.asarray(_last(evaluate(self.spec.ast(key), env, w), k) if key else env[inp][w - k:], np.float64)
+            ind.series.setdefault(inp, Grow()).extend(x)
             vals.append(x)
         if ind.handle is not None:
             try:
-                out = ind.handle.update(*vals)
+                got = [ind.handle.update(*(float(x[i]) for x in vals)) for i in range(k)]
             except Exception:  # TA-Lib refuses a non-finite bar: the batch computation from here on
                 ind.handle, ind.batch_only = None, True
                 log.info("indicator leaves its streaming handle", indicator=ind.alias, bar=self.n - 1)
             else:
-                return dict(zip(ind.outputs, out if isinstance(out, tuple) else (out,)))
+                rows = [g if isinstance(g, tuple) else (g,) for g in got]
+                return {o: np.array([r[j] for r in rows], dtype=np.float64) for j, o in enumerate(ind.outputs)}
         full = {inp: g.view() for inp, g in ind.series.items()}
         res = compute_indicator(ind.fn, full, ind.params)
         if self.stream is not None and ind.talib and not ind.batch_only:
             self._open(ind, full, res)
-        return {k: float(a[-1]) for k, a in res.items()}
+        return {o: np.asarray(a[len(a) - k:], dtype=np.float64) for o, a in res.items()}
 
     def _open(self, ind: _Indicator, full: dict[str, np.ndarray], res: dict[str, np.ndarray]) -> None:
         arrays = [full[inp] for inp, _ in ind.inputs]
@@ -245,39 +254,36 @@ class IncrementalSignals:
             return
         ind.handle = h
 
-    def _brackets(self, env: Mapping[str, Any], w: int, bars: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def _brackets(self, env: Mapping[str, Any], w: int, k: int) -> dict[str, np.ndarray]:
         if self.levels:
-            out = {}
-            for k in self.levels:
-                v = evaluate(self.spec.ast(f"exit:{k}"), env, w)
-                out[k] = float(v[-1]) if isinstance(v, np.ndarray) else float(v)
-            return {"stop_long": out.get("stop_long", np.nan), "limit_long": out.get("take_long", np.nan),
-                    "stop_short": out.get("stop_short", np.nan), "limit_short": out.get("take_short", np.nan)}
+            out = {key: _last(evaluate(self.spec.ast(f"exit:{key}"), env, w), k).astype(np.float64)
+                   for key in self.levels}
+            nan = np.full(k, np.nan)
+            return {"stop_long": out.get("stop_long", nan), "limit_long": out.get("take_long", nan),
+                    "stop_short": out.get("stop_short", nan), "limit_short": out.get("take_short", nan)}
         if not self.has_brackets:
             return {}
-        close = np.float64(env["close"][-1])
-        atr = np.float64(self._indicator(self.atr, env, w, bars)["real"]) if self.atr is not None else None
+        close = env["close"][w - k:]
+        atr = self._indicator(self.atr, env, w, k)["real"] if self.atr is not None else None
         d = self.dists
-        # the same scalar arithmetic as aio.strategy.rules._brackets does elementwise
-        stop = (float(d["stop_atr"]) * atr if d["stop_atr"] else close * float(d["stop_pct"]) / 100.0
-                if d["stop_pct"] else np.nan)
-        take = (float(d["take_atr"]) * atr if d["take_atr"] else close * float(d["take_pct"]) / 100.0
-                if d["take_pct"] else np.nan)
-        return {"stop_dist": float(stop), "take_dist": float(take)}
+        # the same arithmetic as aio.strategy.rules._brackets, on the last k bars
+        stop, take = np.full(k, np.nan), np.full(k, np.nan)
+        if d["stop_atr"]:
+            stop = float(d["stop_atr"]) * atr
+        elif d["stop_pct"]:
+            stop = close * float(d["stop_pct"]) / 100.0
+        if d["take_atr"]:
+            take = float(d["take_atr"]) * atr
+        elif d["take_pct"]:
+            take = close * float(d["take_pct"]) / 100.0
+        return {"stop_dist": stop, "take_dist": take}
 
     # -- the decisions so far, checked against the batch ------------------------------------
-    def _record(self, d: Decision) -> None:
-        for r, wv, pv in zip(self.spec.rules, d.when, d.price):
-            self._dec(f"{r.id}.when", float(wv))
-            self._dec(f"{r.id}.price", pv)
-        for k, v in d.brackets.items():
-            self._dec(f"brackets.{k}", v)
-
-    def _dec(self, key: str, v: float) -> None:
+    def _dec(self, key: str, v: np.ndarray) -> None:
         g = self.decisions.get(key)
         if g is None:
             g = self.decisions[key] = Grow()
-        g.append(v)
+        g.extend(v)
 
     def audit(self, bars: Mapping[str, np.ndarray]) -> None:
         """One batch pass over the same bars: every decision so far must be the batch's, bit for bit."""
@@ -300,6 +306,13 @@ class IncrementalSignals:
                     f"strategy {self.spec.name}: {key} at bar {bad} is {got[bad]!r} bar by bar but {arr[bad]!r} in "
                     "the batch evaluation of the same bars; set live.incremental=false (whole-history evaluation) "
                     "and report this")
+
+
+def _last(v: Any, k: int) -> np.ndarray:
+    """The last k values of an evaluated expression (a constant stands for every bar)."""
+    if isinstance(v, np.ndarray):
+        return v[len(v) - k:] if v.dtype == np.bool_ else np.asarray(v[len(v) - k:], dtype=np.float64)
+    return np.full(k, float(v))
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
