@@ -33,7 +33,7 @@ import structlog
 from aio.errors import AioError
 from aio.strategy.evaluate import _truth, evaluate, lookback
 from aio.strategy.expr import names
-from aio.strategy.rules import DIRECTION, _resolve, price_env, signals
+from aio.strategy.rules import DIRECTION, _resolve, exit_distances, price_env, signals
 
 log = structlog.get_logger(__name__)
 
@@ -263,19 +263,8 @@ class IncrementalSignals:
                     "stop_short": out.get("stop_short", nan), "limit_short": out.get("take_short", nan)}
         if not self.has_brackets:
             return {}
-        close = env["close"][w - k:]
         atr = self._indicator(self.atr, env, w, k)["real"] if self.atr is not None else None
-        d = self.dists
-        # the same arithmetic as aio.strategy.rules._brackets, on the last k bars
-        stop, take = np.full(k, np.nan), np.full(k, np.nan)
-        if d["stop_atr"]:
-            stop = float(d["stop_atr"]) * atr
-        elif d["stop_pct"]:
-            stop = close * float(d["stop_pct"]) / 100.0
-        if d["take_atr"]:
-            take = float(d["take_atr"]) * atr
-        elif d["take_pct"]:
-            take = close * float(d["take_pct"]) / 100.0
+        stop, take = exit_distances(self.dists, env["close"][w - k:], atr)
         return {"stop_dist": stop, "take_dist": take}
 
     # -- the decisions so far, checked against the batch ------------------------------------

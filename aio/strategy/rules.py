@@ -147,6 +147,14 @@ def _brackets(spec: StrategySpec, env: Mapping[str, Any], params: Mapping[str, A
         atr = compute_indicator(
             "ATR", {"high": env["high"], "low": env["low"], "close": close}, {"timeperiod": int(vals["atr_length"])}
         )["real"]
+    stop_dist, take_dist = exit_distances(vals, close, atr)
+    return Brackets(stop_dist=stop_dist, take_dist=take_dist, id=ex.id)
+
+
+def exit_distances(vals: Mapping[str, Any], close: np.ndarray, atr: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Stop and take distances from the close (and the ATR) of the same bars: ``*_atr`` units of
+    ATR, else ``*_pct`` percent of the close, else NaN (none)."""
+    n = len(close)
     stop_dist = np.full(n, np.nan)
     take_dist = np.full(n, np.nan)
     if vals["stop_atr"]:
@@ -157,4 +165,4 @@ def _brackets(spec: StrategySpec, env: Mapping[str, Any], params: Mapping[str, A
         take_dist = float(vals["take_atr"]) * atr
     elif vals["take_pct"]:
         take_dist = close * float(vals["take_pct"]) / 100.0
-    return Brackets(stop_dist=stop_dist, take_dist=take_dist, id=ex.id)
+    return stop_dist, take_dist
