@@ -144,3 +144,17 @@ def test_a_quiet_bar_closes_by_the_clock_and_late_ticks_are_dropped(market):
     late = int((opens[cut:cut + 200] == opens[cut - 1]).sum())
     assert agg.late == late > 0
     assert [b.ts_event for b in more] == sorted(set(opens[cut:cut + 200]) - {opens[cut - 1]})
+
+
+@pytest.mark.parametrize("name", ["tv_bbands", "tv_rsi"])
+def test_incremental_and_whole_history_engines_journal_the_same(name, market, bt, tmp_path):
+    """The journal (every decision, order, trade, position) of the bar-by-bar engine equals the
+    one of the engine that re-evaluates the whole history at each close."""
+    ticks = MarketData("ticks", market.frame.head(120_000), "EURUSD", synthetic=True)
+    journals = []
+    for inc in (True, False):
+        eng = make_engine(_section(name), bt, tmp_path / f"{inc}.sqlite", incremental=inc)
+        eng.run(ReplaySource.of(ticks, batch=700))
+        journals.append(eng.journal.events())
+    assert len(journals[0]) > 1000 and any(k == "trade" for _, _, k, _ in journals[0])
+    assert journals[0] == journals[1]

@@ -157,3 +157,16 @@ def test_a_trailing_window_is_not_exact_even_for_sma(arrays):
         full = fn(c, p)
         differ = sum(fn(c[t - 99: t + 1], p)[-1] != full[t] for t in range(100, 600))
         assert differ > 100, fn.__name__
+
+
+def test_no_lookahead_a_rewritten_future_changes_no_earlier_decision(arrays):
+    spec = _spec("offsets_rolling_hl2")
+    T = 900
+    other = {k: a.copy() for k, a in arrays.items()}
+    rng = np.random.default_rng(1)
+    for k in other:
+        other[k][T + 1:] = other[k][T + 1:][rng.permutation(len(other[k]) - T - 1)]
+    _, a = _stepped(spec, arrays, (7,))
+    _, b = _stepped(spec, other, (7,))
+    assert repr(a[: T + 1]) == repr(b[: T + 1])  # repr: NaN equals NaN
+    assert repr(a[T + 1:]) != repr(b[T + 1:])
