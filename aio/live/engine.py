@@ -43,9 +43,10 @@ class History:
     def __init__(self) -> None:
         self.cols = {c: Grow(np.int64) if BAR_SCHEMA[c] == pl.Int64 else Grow() for c in BAR_COLS}
 
-    def append(self, bar: ClosedBar) -> None:
-        for c in BAR_COLS:
-            self.cols[c].append(getattr(bar, c))
+    def append(self, values: tuple) -> None:
+        """One bar's values in BAR_COLS order."""
+        for g, v in zip(self.cols.values(), values):
+            g.append(v)
 
     def __len__(self) -> int:
         return self.cols["close"].n
@@ -218,8 +219,9 @@ class LiveEngine:
             cmds, self.pending_cmds = self.pending_cmds, []
         for cmd in cmds:
             self._apply(cmd, t0, reply=False)
-        for bar in bars:
-            self.hist.append(bar)
+        values = [tuple(getattr(bar, c) for c in BAR_COLS) for bar in bars]
+        for v in values:
+            self.hist.append(v)
         decisions, sig_bt = self.decider.decide(self.hist, len(bars), self.paused, self.flatten_next)
         self.flatten_next = False
         broker = self._broker(sig_bt)
@@ -238,7 +240,7 @@ class LiveEngine:
                     state = self.state(t + 1)
                     self.applied += [(cmd, state) for cmd in cmds]
                 self.journal._maybe_die("decided", t)
-            rows.append((t, tuple(getattr(bar, c) for c in BAR_COLS), bar.last_id, events))
+            rows.append((t, values[i], bar.last_id, events))
         return rows
 
     # -- control ----------------------------------------------------------------------------

@@ -63,10 +63,13 @@ def _float(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def canon(payload: Any) -> str:
     """One text per payload: NaN as null, keys sorted, floats by repr (bit-exact comparison)."""
     try:  # most payloads are plain and finite: one encoder pass
-        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        text = _ENCODER.encode(payload)
     except TypeError:  # numpy scalars and the like
         text = "NaN"
     if "NaN" not in text and "Infinity" not in text:

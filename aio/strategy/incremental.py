@@ -58,7 +58,8 @@ class Grow:
             self.a = grown
 
     def append(self, v: Any) -> None:
-        self._room(1)
+        if self.n == self.a.shape[0]:
+            self._room(1)
         self.a[self.n] = v
         self.n += 1
 
