@@ -96,7 +96,7 @@ def _assert_equal_batch(spec, arrays, out):
     return sig
 
 
-@pytest.mark.parametrize("groups", [(1,), (3, 1, 8, 2, 17)])
+@pytest.mark.parametrize("groups", [(1,), (3, 1, 8, 2, 17), (1200, 1)])  # (1200, 1): a catch-up
 @pytest.mark.parametrize("name", [s for s in SHIPPED if not _spec(s).uses_model()] + list(EXTRA))
 def test_bar_by_bar_equals_the_batch_signals(name, groups, arrays):
     spec = _spec(name)

@@ -107,8 +107,8 @@ class Decider:
         arrays = hist.arrays()
         if self.template is None:  # the order slots and bracket kinds, laid out as the batch pass does
             self.template = (signals(self.s.spec, arrays, self.s.params), self.bt)
-        while self.inc.n < n - k:  # a decider rebuilt by a command catches up on the history
-            self.inc.step({c: a[: self.inc.n + 1] for c, a in arrays.items()})
+        if self.inc.n < n - k:  # a decider rebuilt by a command catches up on the history, in one pass
+            self.inc.step({c: a[: n - k] for c, a in arrays.items()}, n - k - self.inc.n)
         out = []
         for i, d in enumerate(self.inc.step(arrays, k)):
             when = np.array([w and not paused for w in d.when] + [flatten and i == 0], dtype=np.bool_)
