@@ -84,7 +84,8 @@ def main() -> None:
     out = {
         "benchmark": "live", "data": "SYNTHETIC EURUSD ticks (aio synthetic simulator, seed 42)",
         "days": a.days, "strategy": a.strategy, "ticks": md.frame.height, "bars": len(bars),
-        "trades": batch.result.n_trades, "window": a.window, "incremental": not a.full, "replay_batch": a.batch,
+        "trades": batch.result.n_trades, "window": a.window,
+        "incremental": eng.decider.inc is not None, "replay_batch": a.batch,
         "batch_s": round(t_batch, 4), "live_s": round(t_live, 3),
         "ticks_per_s": round(md.frame.height / t_live, 1), "bars_per_s": round(len(bars) / t_live, 1),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 3), "latency_ms_p99": round(float(np.percentile(lat, 99)), 3),
