@@ -33,7 +33,7 @@ import structlog
 from aio.errors import AioError
 from aio.strategy.evaluate import _truth, evaluate, lookback
 from aio.strategy.expr import names
-from aio.strategy.rules import DIRECTION, _resolve, exit_distances, price_env, signals
+from aio.strategy.rules import _resolve, exit_distances, price_env, signals
 
 log = structlog.get_logger(__name__)
 
@@ -309,4 +309,4 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
 
 
-__all__ = ["DIRECTION", "Decision", "Grow", "IncrementalMismatch", "IncrementalSignals", "stream_api"]
+__all__ = ["Decision", "Grow", "IncrementalMismatch", "IncrementalSignals", "stream_api"]
