@@ -72,7 +72,7 @@ REFUSALS = {
     "ternary": (HEAD + "m = close > open ? close : open\n" + ENTRY, 4, 5, "?: operator"),
     "switch": (HEAD + 'm = switch len\n    1 => close\n    => open\n' + ENTRY, 4, 5, "switch"),
     "unmapped_ta": (HEAD + "[st, dir] = ta.supertrend(3, 10)\n" + ENTRY, 4, 13, "ta.supertrend"),
-    "unmapped_ta_value": (HEAD + "a = ta.alma(close, 9, 0.85, 6)\n" + ENTRY, 4, 5, "ta.alma"),
+    "unmapped_ta_value": (HEAD + "a = ta.swma(close)\n" + ENTRY, 4, 5, "ta.swma"),
     "trailing_exit": (HEAD + ENTRY + 'strategy.exit("X", "L", trail_points=50, trail_offset=10)\n', 6, 25,
                       "strategy.exit(trail_points=...)"),
     "cancel_elsewhere": (HEAD + ENTRY + 'if close < open\n    strategy.cancel("L")\n', 7, 5, "strategy.cancel here"),

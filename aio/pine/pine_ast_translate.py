@@ -658,7 +658,8 @@ class Translator:
             if "period" in k and isinstance(d, int) and not isinstance(d, bool) and idef.lookback is not None:
                 known = {p: v for p, v in {**idef.params, **c.params}.items() if not isinstance(v, str)}
                 try:
-                    if idef.lookback({**known, **out, k: 1}) <= idef.lookback({**known, **out}):
+                    if idef.lookback(idef.resolve_params({**known, **out, k: 1})) <= \
+                            idef.lookback(idef.resolve_params({**known, **out})):
                         out[k] = 1
                 except Exception:  # noqa: BLE001 - the indicator refuses 1: keep its default
                     pass
