@@ -5,7 +5,10 @@ Hydra's 4.9 here), and the tree comes back as JSON: every node a dict with ``_ty
 fields, ``lineno`` (1-based) and ``col_offset`` (a byte offset into the UTF-8 line).
 
 The indicator templates are derived from the export mappings themselves
-(``IndicatorDef.pine``), so the importer reads exactly the calls the exporter writes.
+(``IndicatorDef.pine`` of built-in and plugin indicators), so the importer reads exactly
+what the exporter writes: a call (``ta.rsi(close, n)``), a variable (``ta.obv``) or an
+expression around calls (STOCH's ``ta.sma(ta.stoch(close, high, low, k), n)``, TSI's
+``100 * ta.tsi(...)``, ROCP's ``ta.roc(...) / 100``), each as a pattern tree.
 """
 
 from __future__ import annotations
@@ -154,11 +157,11 @@ def _tokens(text: str) -> list[tuple[str, str, int, int]]:
         m = _TOKEN.match(text, pos)
         if not m or m.end() == pos:
             break
-        kind = "num" if m.group(1) else "name" if m.group(2) else "op"
-        val = m.group(1) or m.group(2) or m.group(3)
+        group = 1 if m.group(1) else 2 if m.group(2) else 3
+        kind, val = ("num", "name", "op")[group - 1], m.group(group)
         if kind == "op" and val not in "+-*/(),":
             raise _Unparsable(text)
-        out.append((kind, val, m.start(kind == "num" and 1 or kind == "name" and 2 or 3), m.end()))
+        out.append((kind, val, m.start(group), m.end()))
         pos = m.end()
     if text[pos:].strip():
         raise _Unparsable(text)
@@ -197,11 +200,11 @@ def _parse_export(text: str, leaf) -> Pattern:
             left = ("bin", op, left, atom())
         return left
 
-    def atom(arg: bool = False) -> Pattern:
+    def atom() -> Pattern:
         nonlocal i
         if not peek():
             raise _Unparsable(text)
-        kind, val, start, _ = toks[i]
+        kind, val = toks[i][:2]
         if peek("("):
             i += 1
             inner = expr()
