@@ -22,10 +22,32 @@ def app(cfg: DictConfig) -> float | None:
     try:
         result = run(cfg)
     except AioError as exc:
-        # A user error: say what and how to fix it, without a traceback.
+        # A user error: say what and how to fix it, without a traceback. In a sweep the
+        # other jobs may well be fine (another symbol, another strategy): the failed job
+        # keeps its failed manifest, the sweep goes on, and the exit status says it at the end.
         print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+        if not _in_multirun():
+            sys.exit(2)
+        _FAILED_JOBS.append((_job_label(), str(exc).splitlines()[0]))
+        return None
     return result.objective
+
+
+_FAILED_JOBS: list[tuple[str, str]] = []
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def _job_label() -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    job = HydraConfig.get().job
+    return f"job {job.num} ({' '.join(job.override_dirname.split(',')) or 'no overrides'})"
 
 
 def main() -> None:
@@ -37,6 +59,11 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     app()
+    if _FAILED_JOBS:  # a sweep that ran to the end with user errors in some jobs
+        print(f"error: {len(_FAILED_JOBS)} job(s) of the sweep failed; the others ran:", file=sys.stderr)
+        for label, first_line in _FAILED_JOBS:
+            print(f"  {label}: {first_line}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

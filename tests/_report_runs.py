@@ -28,4 +28,4 @@ SEARCH = ["+experiment=eurusd_14d", "data=synthetic", "model=none", "optimize.n_
           "optimize.n_startup_trials=6"]
 
 # The same 14 days without a search: SMA 10/30 trades about a thousand times.
-MANY_TRADES = ["+experiment=eurusd_14d", "data=synthetic", "model=none", "optimize=none"]
+MANY_TRADES = ["+experiment=eurusd_14d", "data=synthetic", "model=none", "optimize=none", "discover=none"]

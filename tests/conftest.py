@@ -94,3 +94,16 @@ def run_app(tmp_path, fresh_registry):
         return run(cfg, run_dir or tmp_path / "run")
 
     return _run
+
+
+@pytest.fixture(scope="session")
+def small_ai_run(tmp_path_factory):
+    """One small chartnet run (3 days of synthetic M1, 32 px charts, one epoch, 2 folds) and its
+    pattern library, shared by the model-pipeline and serving tests: (run_dir, store path)."""
+    from tests.test_models_pipeline import SMALL, aio
+
+    root = tmp_path_factory.mktemp("ai")
+    run_dir, lib = root / "run", root / "lib"
+    aio("+experiment=eurusd_14d_ai", "data=synthetic", *SMALL, "model.folds=2", "model.image_size=32",
+        "model.channels=[8,16]", "trainer.max_epochs=1", f"store.path={lib}", f"hydra.run.dir={run_dir}")
+    return run_dir, lib

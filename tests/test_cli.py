@@ -173,12 +173,28 @@ def test_experiment_names_the_run_folder(tmp_path):
 
 
 def test_multirun_folders_are_named_and_shared_by_their_jobs(tmp_path):
-    """A sweep over strategies: one folder `<time>_strategy-sweep` holding job 0 (which fails
-    on the bad quantity, so the sweep stops there), never `<time>_None`."""
+    """A sweep over strategies: one folder `<time>_strategy-sweep` holding a folder per job
+    (both fail on the bad quantity), never `<time>_None`."""
     aio("-m", "strategy=tv_rsi,tv_macd", "backtest.qty=-1", cwd=tmp_path, check=False, env={"PYTHONPATH": str(REPO)})
     sweeps = list((tmp_path / "outputs" / "multirun").iterdir())
     assert len(sweeps) == 1 and sweeps[0].name.endswith("_strategy-sweep"), sweeps
-    assert json.loads((sweeps[0] / "0" / "manifest.json").read_text())["status"] == "failed"
+    for job in ("0", "1"):
+        assert json.loads((sweeps[0] / job / "manifest.json").read_text())["status"] == "failed"
+
+
+def test_a_user_error_in_one_sweep_job_does_not_stop_the_others(tmp_path):
+    """Job 0's quantity is refused; job 1 still runs to the end; the exit status and the last
+    lines say which job failed and why."""
+    proc = aio("-m", "backtest.qty=-1,1000", "data.end=2024-03-06", cwd=tmp_path, check=False,
+               env={"PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    sweep = next((tmp_path / "outputs" / "multirun").iterdir())
+    assert json.loads((sweep / "0" / "manifest.json").read_text())["status"] == "failed"
+    assert json.loads((sweep / "1" / "manifest.json").read_text())["status"] != "failed"
+    assert (sweep / "1" / "metrics.json").is_file()
+    tail = proc.stderr.strip().splitlines()[-2:]
+    assert tail[0] == "error: 1 job(s) of the sweep failed; the others ran:", tail
+    assert tail[1].startswith("  job 0 (backtest.qty=-1") and "out of range" in tail[1], tail
 
 
 def test_run_name_is_never_none():

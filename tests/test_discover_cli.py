@@ -142,8 +142,8 @@ def test_task_strategies_lists_filters_and_exports(run, tmp_path):
 
 def test_accepted_strategies_round_trip_through_pine_import(run):
     """Every accepted discovered strategy: its exported .pine imports back to a strategy
-    with the same trades, or the importer refuses it naming the construct it lacks
-    (ta.stoch: STOCH exports as an expression the importer cannot map back yet)."""
+    with the same trades (no refusal: every output the grammar builds on has an inverse,
+    tests/test_pine_import_compound.py)."""
     import yaml
 
     from aio.backtest import BacktestConfig
@@ -151,8 +151,7 @@ def test_accepted_strategies_round_trip_through_pine_import(run):
     from aio.bars import bars_from_market
     from aio.config import build
     from aio.data.synthetic import SyntheticDataConfig, SyntheticSource
-    from aio.pine.importer import import_pine
-    from aio.pine.pine_ast import PineImportError
+    from aio.pine.importer import import_files
     from aio.strategy import load_spec
 
     base, out = run
@@ -161,14 +160,9 @@ def test_accepted_strategies_round_trip_through_pine_import(run):
     bars = bars_from_market(SyntheticSource(build(SyntheticDataConfig, {"end": "2024-03-08", "seed": 3},
                                                   "data")).load()).frame
     bt = BacktestConfig()
-    refused = []
-    for y in ymls:
-        try:
-            back = import_pine(y.with_suffix(".pine")).spec
-        except PineImportError as exc:
-            assert "ta.stoch" in str(exc), str(exc)
-            refused.append(y.name)
-            continue
+    imported = import_files([y.with_suffix(".pine") for y in ymls])  # one parser process; refusals raise
+    for y, res in zip(ymls, imported):
+        back = res.spec
         section = yaml.safe_load(y.read_text())
         section.pop("from", None)
         ours = Evaluator(bars, bt).run(load_spec(section), metrics=["trade_count"]).trades

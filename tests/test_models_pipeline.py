@@ -28,12 +28,8 @@ def aio(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def ai_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ai")
-    run_dir, lib = root / "run", root / "lib"
-    aio("+experiment=eurusd_14d_ai", "data=synthetic", *SMALL, "model.folds=2", "model.image_size=32",
-        "model.channels=[8,16]", "trainer.max_epochs=1", f"store.path={lib}", f"hydra.run.dir={run_dir}")
-    return run_dir, lib
+def ai_run(small_ai_run):
+    return small_ai_run
 
 
 def test_ai_preset_trains_predicts_stores_and_refuses_pine(ai_run):
@@ -84,8 +80,9 @@ def test_similar_returns_only_patterns_known_before_the_query(ai_run, tmp_path):
 
 def test_knn_analogs_with_the_exportable_preset(tmp_path):
     run_dir = tmp_path / "knn"
+    # discovery and a long search are other tests' business: the model and the export are this one's
     aio("+experiment=eurusd_14d", "data=synthetic", *SMALL, "model=knn_analogs", "model.backend=memory",
-        "model.folds=2", f"store.path={tmp_path / 'lib'}", f"hydra.run.dir={run_dir}")
+        "model.folds=2", "discover=none", "optimize.n_trials=8", f"store.path={tmp_path / 'lib'}", f"hydra.run.dir={run_dir}")
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["model"]["model"] == "knn_analogs" and m["model"]["oos"]["model"]["n"] > 0
     assert pl.read_parquet(run_dir / "predictions.parquet")["p_up"].is_not_nan().sum() > 0

@@ -16,18 +16,14 @@ import pytest
 
 from tests._model_data import small_bars
 from tests._redis_server import free_port
-from tests.test_models_pipeline import SMALL, aio
+from tests.test_models_pipeline import aio
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def ai_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("serve")
-    run_dir, lib = root / "run", root / "lib"
-    aio("+experiment=eurusd_14d_ai", "data=synthetic", *SMALL, "model.folds=2", "model.image_size=32",
-        "model.channels=[8,16]", "trainer.max_epochs=1", f"store.path={lib}", f"hydra.run.dir={run_dir}")
-    return run_dir, lib
+def ai_run(small_ai_run):
+    return small_ai_run  # the same small chartnet run test_models_pipeline checks (built once per session)
 
 
 @pytest.fixture(scope="module")

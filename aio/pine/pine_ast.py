@@ -5,7 +5,10 @@ Hydra's 4.9 here), and the tree comes back as JSON: every node a dict with ``_ty
 fields, ``lineno`` (1-based) and ``col_offset`` (a byte offset into the UTF-8 line).
 
 The indicator templates are derived from the export mappings themselves
-(``IndicatorDef.pine``), so the importer reads exactly the calls the exporter writes.
+(``IndicatorDef.pine`` of built-in and plugin indicators), so the importer reads exactly
+what the exporter writes: a call (``ta.rsi(close, n)``), a variable (``ta.obv``) or an
+expression around calls (STOCH's ``ta.sma(ta.stoch(close, high, low, k), n)``, TSI's
+``100 * ta.tsi(...)``, ROCP's ``ta.roc(...) / 100``), each as a pattern tree.
 """
 
 from __future__ import annotations
@@ -71,81 +74,304 @@ class Slot:
     text: str = ""  # literal: the exact Pine text the argument must be
 
 
+# A pattern is the export's Pine text as a tree the importer matches syntax trees against:
+# ("call", "ta.sma", (args...)), ("var", "ta.obv"), ("bin", "*", left, right), ("num", 100.0)
+# or ("slot", Slot). Export mappings that write an expression around a call (STOCH's
+# ta.sma(ta.stoch(...), n), TSI's 100 * ta.tsi(...), ROCP's ta.roc(...) / 100) are patterns
+# like any other, so they read back through the same mechanism.
+Pattern = tuple
+
+
 @dataclass(frozen=True)
 class Template:
-    """A Pine call (``ta.rsi(source, length)``) that one aio indicator exports to."""
+    """The Pine text (a call, a variable or an expression around calls) one aio indicator exports to."""
 
     indicator: str
-    pine: str  # function or variable name, e.g. "ta.rsi", "ta.obv"
+    pine: str  # root of the pattern: function or variable name ("ta.rsi", "ta.obv"), or an operator ("*")
     call: bool  # False: a variable like ta.obv / ta.tr
-    slots: tuple[Slot, ...]
-    fixed: tuple[tuple[str, Any], ...]  # parameters the call implies (ta.stdev: nbdev=1)
+    slots: tuple[Slot, ...]  # the pattern's leaves, in source order
+    fixed: tuple[tuple[str, Any], ...]  # parameters the text implies (ta.stdev: nbdev=1; ta.ema(ta.stoch..): matype=1)
     tuple_outputs: tuple[str, ...] | None
     exact: bool
+    pattern: Pattern = ()
+    output: str | None = None  # the output this text computes (PineCall.output_exprs); None: the first / the tuple
+    free: tuple[str, ...] = ()  # parameters this output does not depend on (only the indicator's other outputs do)
+
+    @property
+    def specificity(self) -> int:
+        """Pattern nodes below the root that are not slots: a nested form is a closer reading than a bare call."""
+        return _count_structure(self.pattern) - 1
+
+    @property
+    def anchors(self) -> set[str]:
+        """Every Pine function or variable the pattern names."""
+        return _names_in(self.pattern)
 
 
-_SIMPLE = re.compile(r"^([A-Za-z_][\w.]*)(?:\((.*)\))?$")
+def _count_structure(p: Pattern) -> int:
+    if not p or p[0] == "slot":
+        return 0
+    if p[0] == "call":
+        return 1 + sum(_count_structure(a) for a in p[2])
+    if p[0] == "bin":
+        return 1 + _count_structure(p[2]) + _count_structure(p[3])
+    return 1
 
 
-def _probe(idef, sentinel_params: bool) -> Template | None:
-    """Call the export mapping with recognisable arguments and read the template off its text."""
-    from aio.pine.syntax import number
+def _names_in(p: Pattern) -> set[str]:
+    if not p or p[0] in ("slot", "num"):
+        return set()
+    if p[0] == "call":
+        return {p[1]}.union(*(_names_in(a) for a in p[2]))
+    if p[0] == "bin":
+        return _names_in(p[2]) | _names_in(p[3])
+    return {p[1]}
 
-    inputs = {i: i for i in idef.inputs}  # chart names: what Pine's chart-bound ta.* require
-    params: dict[str, str] = {}
-    for k, v in idef.params.items():
-        if sentinel_params or "period" in k:
-            params[k] = f"PARAM__{k}"
-        else:
-            params[k] = number(v)
+
+def pattern_text(p: Pattern) -> str:
+    """The pattern as Pine, slots by name (for messages and docs)."""
+    k = p[0]
+    if k == "slot":
+        s = p[1]
+        return s.text if s.kind == "literal" else s.names[0]
+    if k == "num":
+        v = p[1]
+        return str(int(v)) if float(v).is_integer() else str(v)
+    if k == "var":
+        return p[1]
+    if k == "call":
+        return f"{p[1]}({', '.join(pattern_text(a) for a in p[2])})"
+    return f"{pattern_text(p[2])} {p[1]} {pattern_text(p[3])}"
+
+
+_TOKEN = re.compile(r"\s*(?:(\d+\.?\d*(?:[eE][-+]?\d+)?)|([A-Za-z_][\w.]*)|(.))")
+
+
+class _Unparsable(Exception):
+    pass
+
+
+def _tokens(text: str) -> list[tuple[str, str, int, int]]:
+    out, pos = [], 0
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            break
+        group = 1 if m.group(1) else 2 if m.group(2) else 3
+        kind, val = ("num", "name", "op")[group - 1], m.group(group)
+        if kind == "op" and val not in "+-*/(),":
+            raise _Unparsable(text)
+        out.append((kind, val, m.start(group), m.end()))
+        pos = m.end()
+    if text[pos:].strip():
+        raise _Unparsable(text)
+    return out
+
+
+def _parse_export(text: str, leaf) -> Pattern:
+    """The exporter's Pine expression as a pattern; ``leaf(text, in_call)`` classifies names, numbers and arguments."""
+    toks = _tokens(text)
+    i = 0
+
+    def peek(v: str | None = None) -> bool:
+        return i < len(toks) and (v is None or (toks[i][0] == "op" and toks[i][1] == v))
+
+    def take(v: str) -> None:
+        nonlocal i
+        if not peek(v):
+            raise _Unparsable(text)
+        i += 1
+
+    def expr() -> Pattern:
+        nonlocal i
+        left = term()
+        while peek("+") or peek("-"):
+            op = toks[i][1]
+            i += 1
+            left = ("bin", op, left, term())
+        return left
+
+    def term() -> Pattern:
+        nonlocal i
+        left = atom()
+        while peek("*") or peek("/"):
+            op = toks[i][1]
+            i += 1
+            left = ("bin", op, left, atom())
+        return left
+
+    def atom() -> Pattern:
+        nonlocal i
+        if not peek():
+            raise _Unparsable(text)
+        kind, val = toks[i][:2]
+        if peek("("):
+            i += 1
+            inner = expr()
+            take(")")
+            return inner
+        i += 1
+        if kind == "num":
+            return leaf(val, False) or ("num", float(val))
+        if kind != "name":
+            raise _Unparsable(text)
+        if peek("("):
+            i += 1
+            args = []
+            while not peek(")"):
+                a_start = i
+                a = expr()
+                raw = text[toks[a_start][2]:toks[i - 1][3]].strip()
+                args.append(leaf(raw, True) or a)
+                if not peek(")"):
+                    take(",")
+            take(")")
+            return ("call", val, tuple(args))
+        return leaf(val, False) or ("var", val)
+
+    out = expr()
+    if i != len(toks):
+        raise _Unparsable(text)
+    return out
+
+
+def _slots(p: Pattern) -> list[Slot]:
+    if p[0] == "slot":
+        return [p[1]]
+    if p[0] == "call":
+        return [s for a in p[2] for s in _slots(a)]
+    if p[0] == "bin":
+        return _slots(p[2]) + _slots(p[3])
+    return []
+
+
+def _outputs(idef, params: dict[str, str]) -> dict[str | None, tuple[str, Any]] | None:
+    """Output -> (Pine text, PineCall) of one export; None where the mapping refuses these arguments."""
     try:
-        call = idef.pine(inputs, params)
+        call = idef.pine({i: i for i in idef.inputs}, params)  # chart names: what chart-bound ta.* require
     except Exception:
         return None
     if call.output_exprs:
+        return {o: (t, call) for o, t in call.output_exprs.items()}
+    return {None: (call.expr, call)}
+
+
+def _probe_templates(idef) -> list[Template]:
+    """Call the export mapping with recognisable arguments and read the templates off its text.
+
+    Parameters become ``PARAM__<name>`` sentinels where the mapping writes them into the
+    text. A parameter whose sentinel the mapping refuses chooses *which* Pine function it
+    writes (a TA-Lib MA type -> ta.sma/ta.ema/...): its integer values are enumerated, one
+    template per choice. Per output (``PineCall.output_exprs``), a parameter the text does
+    not depend on is free: only the indicator's other outputs use it.
+    """
+    from itertools import product
+
+    from aio.pine.syntax import number
+
+    defaults = {k: number(v) for k, v in idef.params.items()}
+    sentinel = {k: f"PARAM__{k}" for k in idef.params}
+    base = _outputs(idef, defaults)
+    if base is None:
+        return []
+    choosers = [k for k, v in idef.params.items() if isinstance(v, int) and not isinstance(v, bool)
+                and _outputs(idef, {**defaults, k: sentinel[k]}) is None]
+    values = {k: [v for v in range(14) if _outputs(idef, {**defaults, k: str(v)}) is not None] for k in choosers}
+    others = [k for k in idef.params if k not in choosers]
+
+    def used(out: str | None) -> set[str]:
+        """Parameters whose value changes this output's text."""
+        u = set()
+        for k in others:
+            got = _outputs(idef, {**defaults, k: sentinel[k]})
+            if got is None or got[out][0] != base[out][0]:
+                u.add(k)
+        for c in choosers:
+            if len({(_outputs(idef, {**defaults, c: str(v)}) or {})[out][0] for v in values[c]}) > 1:
+                u.add(c)
+        return u
+
+    modes = [{k: sentinel[k] for k in others},
+             {k: (sentinel[k] if "period" in k else defaults[k]) for k in others}]
+    out: list[Template] = []
+    seen = set()
+    for mode in modes:
+        for combo in product(*(values[c] for c in choosers)):
+            params = {**defaults, **mode, **{c: str(v) for c, v in zip(choosers, combo)}}
+            texts = _outputs(idef, params)
+            if texts is None:
+                continue
+            for o, (text, call) in texts.items():
+                t = _template(idef, o, text, call, params, used(o) if call.output_exprs else set(idef.params))
+                if t is not None and (t.pattern, t.fixed, t.output) not in seen:
+                    seen.add((t.pattern, t.fixed, t.output))
+                    out.append(t)
+    return out
+
+
+def _template(idef, output, text, call, params: dict[str, str], used: set[str]) -> Template | None:
+    def leaf(raw: str, in_call: bool):
+        if raw.startswith("PARAM__"):
+            return ("slot", Slot("param", (raw[7:],)))
+        if raw in idef.inputs:
+            return ("slot", Slot("input", (raw,)))
+        if in_call:
+            shared = tuple(k for k, v in params.items() if v == raw and not v.startswith("PARAM__"))
+            if shared and all(k in used for k in shared):
+                return ("slot", Slot("param", shared))
+            if re.match(r"^[\w.]+$", raw):
+                return ("slot", Slot("literal", text=raw))
         return None
-    m = _SIMPLE.match(call.expr.strip())
-    if not m:
+
+    try:
+        pattern = _parse_export(text.strip(), leaf)
+    except _Unparsable:
         return None
-    fn, argtext = m.group(1), m.group(2)
-    args = [a.strip() for a in argtext.split(",")] if argtext else []
-    slots, used = [], set()
-    for a in args:
-        if a.startswith("PARAM__"):
-            slots.append(Slot("param", (a[7:],)))
-            used.add(a[7:])
-        elif a in idef.inputs:
-            slots.append(Slot("input", (a,)))
-        else:
-            shared = tuple(k for k, v in params.items() if v == a and not v.startswith("PARAM__"))
-            if shared:
-                slots.append(Slot("param", shared))
-                used.update(shared)
-            else:
-                slots.append(Slot("literal", text=a))
-    if any(not re.match(r"^[\w.]+$", s.text) for s in slots if s.kind == "literal"):
+    slots = tuple(_slots(pattern))
+    in_slots = {n for s in slots if s.kind == "param" for n in s.names}
+    fixed, free = [], []
+    for k, v in idef.params.items():
+        if k in in_slots:
+            continue
+        if k not in used:
+            free.append(k)
+            continue
+        raw = params[k]
+        fixed.append((k, v if raw.startswith("PARAM__") else _value(raw, v)))
+    root = pattern[1] if pattern[0] in ("call", "var", "bin") else None
+    if root is None:
         return None
-    fixed = tuple((k, v) for k, v in idef.params.items() if k not in used)
-    return Template(idef.name, fn, argtext is not None, tuple(slots), fixed, call.tuple_outputs, idef.pine_exact)
+    return Template(idef.name, root, pattern[0] == "call", slots, tuple(fixed), call.tuple_outputs,
+                    idef.pine_exact, pattern, output, tuple(free))
+
+
+def _value(raw: str, default: Any) -> Any:
+    if raw in ("true", "false"):
+        return raw == "true"
+    v = float(raw)
+    return int(v) if isinstance(default, int) and not isinstance(default, bool) and v.is_integer() else v
+
+
+def _mapped_indicators() -> dict[str, Any]:
+    """Built-ins and plugin indicators with a Pine mapping: what the exporter (and so discovery) can write."""
+    from aio.indicators import builtin_indicators
+    from aio.registry import registry
+
+    registry.ensure_discovered()
+    defs = {n: p.obj for n, p in registry.plugins["indicator"].items()}
+    defs.update(builtin_indicators())
+    return {n: d for n, d in defs.items() if getattr(d, "pine", None) is not None}
 
 
 @cache
 def templates() -> dict[str, list[Template]]:
-    """Pine name -> the aio indicators exporting to it, TradingView-exact ones first."""
-    from aio.indicators import builtin_indicators
-
+    """Root of the pattern -> the aio indicators exporting to it: nested forms first, then TradingView-exact ones."""
     out: dict[str, list[Template]] = {}
-    for name in sorted(builtin_indicators()):
-        idef = builtin_indicators()[name]
-        if idef.pine is None:
-            continue
-        seen = set()
-        for sentinel in (True, False):
-            t = _probe(idef, sentinel)
-            if t is not None and (t.slots, t.fixed) not in seen:
-                seen.add((t.slots, t.fixed))
-                out.setdefault(t.pine, []).append(t)
+    for name, idef in sorted(_mapped_indicators().items()):
+        for t in _probe_templates(idef):
+            out.setdefault(t.pine, []).append(t)
     for lst in out.values():
-        # exact before approximate; a call with more free slots before one fixing parameters
-        lst.sort(key=lambda t: (not t.exact, len(t.fixed), t.indicator))
+        # the most specific pattern first (ta.sma(ta.stoch(..), n) before ta.sma(x, n)); exact before
+        # approximate; a call with more free slots before one fixing parameters
+        lst.sort(key=lambda t: (-t.specificity, not t.exact, len(t.fixed), t.indicator, t.output or ""))
     return out

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from aio.pine.pine_ast import PineImportError, char_col, dotted, templates
+from aio.pine.pine_ast import PineImportError, Template, char_col, dotted, pattern_text, templates
 from aio.strategy.expr import Binary, Bool, Call, History, Name, Node, Num, Unary
 
 PRICES = {"open", "high", "low", "close", "volume", "hl2", "hlc3", "ohlc4"}
@@ -185,6 +185,21 @@ class _Rule:
     node: dict | None = None
 
 
+@dataclass
+class _Cand:
+    """One reading of an indicator expression: a template and what the script gave its slots."""
+
+    tmpl: Template
+    inputs: dict[str, str]
+    params: dict[str, Any]  # set by the text (slots and fixed); the template's free ones are not
+
+
+def get_default(indicator: str, param: str) -> Any:
+    from aio.indicators import get_indicator
+
+    return get_indicator(indicator).params[param]
+
+
 class Translator:
     def __init__(self, text: str, file: str, version: int | None) -> None:
         self.text, self.file, self.version = text, file, version
@@ -196,6 +211,8 @@ class Translator:
         self.aliases: dict[str, Node] = {}  # inlined: boolean conditions, price aliases, fixed sources
         self.series: dict[str, dict[str, Any]] = {}  # named series: indicator bindings and expressions
         self.series_key: dict[tuple, str] = {}
+        self.occurrences: dict[str, tuple[list[_Cand], str | None]] = {}  # indicator series -> its readings
+        self.lone_notes: dict[str, str] = {}
         self.tuple_names: dict[str, Name] = {}
         self.visual: set[str] = set()
         self.functions: dict[str, dict] = {}
@@ -314,6 +331,10 @@ class Translator:
             raise self.fail(node, d or "this attribute", self._why_name(d or ""))
         if t == "BinOp":
             op = node["op"]["_type"]
+            hit = self.match_indicator(node, _BINOP[op], strict=False) if _BINOP.get(op) in templates() else None
+            if hit is not None:  # an export written as arithmetic around a call (100 * ta.tsi(...))
+                return Name(self.add_series(hit[0], f"{hint}_{hit[1].indicator.lower()}" if hint
+                                            else hit[1].indicator.lower()))
             if op not in _BINOP:
                 raise self.fail(node, "the % operator", "the rule language has + - * / only")
             return Binary(_BINOP[op], self.expr(node["left"], hint), self.expr(node["right"], hint))
@@ -433,6 +454,12 @@ class Translator:
                 raise self.fail(named[0], f"{fn}({named[0]['name']}=...)",
                                 "named arguments of ta.* calls are not translated", "pass them by position")
             return self.indicator(node, fn, args, hint)
+        inside = [t for lst in templates().values() for t in lst if fn in t.anchors]
+        if inside:  # a call aio reads only inside an expression around it (ta.tsi in 100 * ta.tsi(...))
+            forms = list(dict.fromkeys(f"{pattern_text(t.pattern)} ({t.indicator}"
+                                       f"{'.' + t.output if t.output else ''})" for t in inside))
+            raise self.fail(node, fn, f"aio reads {fn} only in the forms its indicators export to: "
+                            + "; ".join(forms[:4]) + ("; ..." if len(forms) > 4 else ""))
         if fn.startswith(("ta.", "math.")):
             raise self.fail(node, fn, "it has no mapping to an aio indicator (see aio/indicators/pine_map.py)")
         if fn in VISUAL:
@@ -469,77 +496,209 @@ class Translator:
 
         return sub(fdef["body"][0]["value"])
 
-    def param_arg(self, node: dict, fn: str) -> Any:
-        t = node["_type"]
-        if t == "Name" and node["id"] in self.params:
+    def param_value(self, node: dict) -> Any:
+        """An indicator parameter: an input's name or a number; None for anything else (a series)."""
+        if node["_type"] == "Name" and node["id"] in self.params:
             return node["id"]
         try:
             v = self.const_value(node, "")
         except PineImportError:
-            v = None
-        if isinstance(v, (int, float)):
-            return v
-        raise self.fail(node, f"this argument of {fn}()",
-                        "an indicator's length or factor must be an input or a number, not a series",
-                        "assign it with input.int()/input.float() or write the number")
+            return None
+        return v if isinstance(v, (int, float)) else None
+
+    def param_arg(self, node: dict, fn: str) -> Any:
+        v = self.param_value(node)
+        if v is None:
+            raise self.fail(node, f"this argument of {fn}()",
+                            "an indicator's length or factor must be an input or a number, not a series",
+                            "assign it with input.int()/input.float() or write the number")
+        return v
 
     def indicator(self, node: dict, fn: str, args: list[dict], hint: str) -> Node:
-        binding, tmpl = self.indicator_binding(node, fn, args)
+        cands, tmpl = self.indicator_binding(node, fn, args)
         if tmpl.tuple_outputs:
             raise self.fail(node, f"{fn}() used as a value",
                             "it returns a tuple", f"destructure it: [a, b, c] = {fn}(...)")
-        short = fn.split(".")[-1]
-        return Name(self.add_series(binding, f"{hint}_{short}" if hint else short))
+        short = fn.split(".")[-1] if fn[:1].isalpha() else tmpl.indicator.lower()
+        return Name(self.add_series(cands, f"{hint}_{short}" if hint else short))
 
-    def indicator_binding(self, node: dict, fn: str, args: list[dict]):
-        tried = []
-        for tmpl in templates()[fn]:
-            if len(args) != len(tmpl.slots) or (tmpl.call and node["_type"] != "Call"):
-                tried.append(f"{len(tmpl.slots)} arguments")
+    # -- the inverse export map: patterns ---------------------------------------------------
+    def _shape(self, pat: tuple, node: dict, found: list, bad: list) -> bool:
+        """Does the syntax tree have the pattern's shape? No side effects: slots are collected
+        in ``found`` (a parameter slot holding a series goes to ``bad`` and fails the match)."""
+        kind = pat[0]
+        if kind == "slot":
+            slot = pat[1]
+            if slot.kind == "literal":
+                text = dotted(node)
+                if text is None and node["_type"] == "Constant" and isinstance(node["value"], (int, float)):
+                    v = node["value"]
+                    text = ("true" if v else "false") if isinstance(v, bool) else fmt_num(v)
+                return text == slot.text
+            if slot.kind == "param" and self.param_value(node) is None:
+                bad.append(node)
+                return False
+            found.append((slot, node))
+            return True
+        if kind == "num":
+            try:
+                v = self.const_value(node, "")
+            except PineImportError:
+                return False
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and float(v) == pat[1]
+        if kind == "var":
+            return node["_type"] in ("Name", "Attribute") and dotted(node) == pat[1]
+        if kind == "call":
+            args = node.get("args") or []
+            return (node["_type"] == "Call" and dotted(node["func"]) == pat[1] and len(args) == len(pat[2])
+                    and not any(a.get("name") for a in args)
+                    and all(self._shape(p, a["value"], found, bad) for p, a in zip(pat[2], args)))
+        if kind == "bin":
+            return (node["_type"] == "BinOp" and _BINOP.get(node["op"]["_type"]) == pat[1]
+                    and self._shape(pat[2], node["left"], found, bad) and self._shape(pat[3], node["right"], found, bad))
+        return False
+
+    def match_indicator(self, node: dict, root: str, strict: bool = True) -> tuple[list[_Cand], Template] | None:
+        """The readings of ``node`` as an aio indicator (the most specific patterns that match).
+
+        Several indicators can export to the same text (ta.sma(ta.stoch(..), n) is STOCH's slowk
+        and STOCHF's fastd; ta.atr is ATR_TV and ATR); all are kept and :meth:`resolve_indicators`
+        picks one once the whole script is read. ``strict``: refuse when nothing matches
+        (a call of a mapped ta.* function), else return None (arithmetic that is no indicator).
+        """
+        matched: list[tuple[Template, dict[str, Any], dict[str, dict]]] = []
+        bad: list[dict] = []
+        for t in templates().get(root, []):
+            if matched and t.specificity < matched[0][0].specificity:
+                break
+            found: list = []
+            if not self._shape(t.pattern, node, found, bad):
                 continue
-            inputs: dict[str, str] = {}
             params: dict[str, Any] = {}
+            nodes: dict[str, dict] = {}
             ok = True
-            for a, slot in zip(args, tmpl.slots):
+            for slot, n in found:
                 if slot.kind == "input":
-                    inputs[slot.names[0]] = to_source(self.expr(a))
-                elif slot.kind == "param":
-                    v = self.param_arg(a, fn)
-                    for pname in slot.names:
-                        if pname in params and params[pname] != v:
-                            ok = False
-                        params[pname] = v
-                else:
-                    text = dotted(a)
-                    if text is None and a["_type"] == "Constant" and isinstance(a["value"], (int, float)):
-                        text = fmt_num(a["value"])
-                    if text != slot.text:
+                    nodes[slot.names[0]] = n
+                    continue
+                v = self.param_value(n)
+                for pname in slot.names:
+                    if pname in params and params[pname] != v:
                         ok = False
-            if not ok:
-                continue
-            params.update(dict(tmpl.fixed))
-            binding = {"fn": tmpl.indicator}
-            if inputs:
-                binding["inputs"] = inputs
-            if params:
-                binding["params"] = params
-            return binding, tmpl
-        want = sorted({len(t.slots) for t in templates()[fn]})
-        raise self.fail(node, f"{fn}() with these arguments",
-                        f"aio reads {fn} with {' or '.join(map(str, want))} positional arguments "
-                        f"({', '.join(t.indicator for t in templates()[fn])})")
+                    params[pname] = v
+            if ok:
+                matched.append((t, {**params, **dict(t.fixed)}, nodes))
+        if not matched:
+            if not strict:
+                return None
+            if bad:
+                self.param_arg(bad[0], root)  # raises: a length that is a series
+            calls = [t for t in templates()[root] if t.call]
+            if not calls:
+                raise self.fail(node, f"{root}()", f"{root} is a variable, not a function", f"write {root}")
+            want = sorted({len(t.pattern[2]) for t in calls})
+            raise self.fail(node, f"{root}() with these arguments",
+                            f"aio reads {root} with {' or '.join(map(str, want))} positional arguments "
+                            f"({', '.join(dict.fromkeys(t.indicator for t in calls))})")
+        sources: dict[int, str] = {}
+        cands = []
+        for t, params, nodes in matched:
+            inputs = {}
+            for name, n in nodes.items():
+                if id(n) not in sources:
+                    sources[id(n)] = to_source(self.expr(n))
+                inputs[name] = sources[id(n)]
+            cands.append(_Cand(t, inputs, params))
+        return cands, matched[0][0]
 
-    def add_series(self, binding: dict, alias: str, output: str | None = None) -> str:
-        key = repr(sorted((k, repr(v)) for k, v in binding.items()))
+    def indicator_binding(self, node: dict, fn: str, args: list[dict] | None = None):
+        named = [a for a in node.get("args") or [] if a.get("name")]
+        if named:
+            raise self.fail(named[0], f"{fn}({named[0]['name']}=...)",
+                            "named arguments of ta.* calls are not translated", "pass them by position")
+        return self.match_indicator(node, fn, strict=True)
+
+    def add_series(self, cands: list[_Cand], alias: str, output: str | None = None) -> str:
+        key = repr([(c.tmpl.indicator, c.tmpl.output, sorted(c.inputs.items()),
+                     sorted((k, repr(v)) for k, v in c.params.items())) for c in cands])
         if key in self.series_key:
             return self.series_key[key]
         if alias in self.taken():
             alias = self.fresh(alias)
-        if output:
-            binding = {**binding, "output": output}
-        self.series[alias] = binding
+        self.series[alias] = self._binding(cands[0], output, self._lone_free(cands[0]))
+        self.occurrences[alias] = (cands, output)
         self.series_key[key] = alias
         return alias
+
+    @staticmethod
+    def _binding(c: _Cand, output: str | None, free: dict[str, Any]) -> dict[str, Any]:
+        binding: dict[str, Any] = {"fn": c.tmpl.indicator}
+        if c.inputs:
+            binding["inputs"] = dict(c.inputs)
+        params = {**c.params, **free}
+        if params:
+            binding["params"] = params
+        out = output or c.tmpl.output
+        if out:
+            binding["output"] = out
+        return binding
+
+    @staticmethod
+    def _lone_free(c: _Cand) -> dict[str, Any]:
+        """Values of the parameters only an indicator's other outputs use, when the script computes none
+        of those: periods at 1 where the indicator takes it, since TA-Lib starts every output after the
+        longest warm-up (STOCH's slowk waits for slowd) and Pine computes each expression on its own."""
+        from aio.indicators import get_indicator
+
+        idef = get_indicator(c.tmpl.indicator)
+        out: dict[str, Any] = {}
+        for k in c.tmpl.free:
+            d = idef.params[k]
+            out[k] = d
+            if "period" in k and isinstance(d, int) and not isinstance(d, bool) and idef.lookback is not None:
+                known = {p: v for p, v in {**idef.params, **c.params}.items() if not isinstance(v, str)}
+                try:
+                    if idef.lookback(idef.resolve_params({**known, **out, k: 1})) <= \
+                            idef.lookback(idef.resolve_params({**known, **out})):
+                        out[k] = 1
+                except Exception:  # noqa: BLE001 - the indicator refuses 1: keep its default
+                    pass
+        return out
+
+    def resolve_indicators(self) -> None:
+        """Choose among the readings of each indicator expression, now that the whole script is read.
+
+        A reading is preferred when another expression of the script reads as the same indicator
+        on the same inputs with agreeing parameters: the exporter writes every output of a binding
+        (STOCH's slowk and slowd lines), so ta.sma(ta.stoch(..), n) next to a slowd line is STOCH's
+        slowk, next to a bare ta.stoch line STOCHF's fastd. Parameters an output does not depend on
+        are taken from such a sibling; without one, :meth:`_lone_free` decides them.
+        """
+        occ = self.occurrences
+
+        def agree(a: _Cand, b: _Cand) -> bool:
+            return (a.tmpl.indicator == b.tmpl.indicator and a.inputs == b.inputs
+                    and all(a.params[k] == b.params[k] for k in a.params.keys() & b.params.keys()))
+
+        chosen: dict[str, _Cand] = {}
+        for alias, (cands, _) in occ.items():
+            if len(cands) == 1:
+                chosen[alias] = cands[0]
+                continue
+            score = [sum(any(agree(c, d) for d in occ[o][0]) for o in occ if o != alias) for c in cands]
+            chosen[alias] = cands[score.index(max(score))]  # ties: the template order (exact first)
+        for alias, c in chosen.items():
+            free: dict[str, Any] = {}
+            for o, d in chosen.items():
+                if o != alias and agree(c, d):
+                    free.update({k: d.params[k] for k in c.tmpl.free if k in d.params and k not in free})
+            lone = {k: v for k, v in self._lone_free(c).items() if k not in free}
+            if lone and any(lone[k] != get_default(c.tmpl.indicator, k) for k in lone):
+                self.lone_notes[alias] = (
+                    f"{alias} is {c.tmpl.indicator}.{c.tmpl.output} and the script computes none of its other "
+                    f"outputs: {', '.join(f'{k}={v}' for k, v in lone.items())}, so that aio's values start on the "
+                    f"bar Pine's do (TA-Lib starts every output after the longest warm-up)")
+            self.series[alias] = self._binding(c, occ[alias][1], {**free, **lone})
 
     # -- statements -------------------------------------------------------------------------
     def run(self, tree: dict) -> None:
@@ -873,13 +1032,17 @@ class Translator:
             return None
         if vt in ("Constant",) or (vt == "UnaryOp" and value["operand"]["_type"] == "Constant"):
             return self.constant(name, self.const_value(value, "this value"), st)
+        hit = None
         if fn is not None and fn in templates() and fn.startswith("ta.") and fn not in LANG_FUNCS:
-            args = [x["value"] for x in value["args"] if not x.get("name")]
-            binding, tmpl = self.indicator_binding(value, fn, args)
+            hit = self.indicator_binding(value, fn)
+        elif vt == "BinOp" and _BINOP.get(value["op"]["_type"]) in templates():
+            hit = self.match_indicator(value, _BINOP[value["op"]["_type"]], strict=False)
+        if hit is not None:
+            cands, tmpl = hit
             if tmpl.tuple_outputs:
                 raise self.fail(value, f"{fn}() assigned to one name", "it returns a tuple",
                                 f"destructure it: [a, b, c] = {fn}(...)")
-            alias = self.add_series(binding, name)
+            alias = self.add_series(cands, name)
             if alias != name:
                 self.aliases[name] = Name(alias)
             return None
@@ -899,8 +1062,8 @@ class Translator:
         if fn not in templates():
             raise self.fail(value, "a tuple assignment from this expression",
                             "only ta.* calls that return tuples (ta.bb, ta.macd, ta.dmi, ta.kc) are translated")
-        args = [x["value"] for x in value["args"] if not x.get("name")]
-        binding, tmpl = self.indicator_binding(value, fn, args)
+        cands, tmpl = self.indicator_binding(value, fn)
+        cands = [c for c in cands if c.tmpl.tuple_outputs == tmpl.tuple_outputs]  # the names read its order
         if not tmpl.tuple_outputs:
             raise self.fail(value, f"a tuple assignment from {fn}()", "it returns one value")
         names = [e["id"] if e["_type"] == "Name" else None for e in tgt["elts"]]
@@ -912,7 +1075,7 @@ class Translator:
         keep = [(n, o) for n, o in zip(names, tmpl.tuple_outputs) if n and n != "_" and o in outputs]
         if not keep:
             return None
-        alias = self.add_series(binding, keep[0][0], output=keep[0][1])
+        alias = self.add_series(cands, keep[0][0], output=keep[0][1])
         for n, o in keep:
             self.tuple_names[n] = Name(alias, o)
 
@@ -993,6 +1156,7 @@ class Translator:
     # -- assembling -----------------------------------------------------------------------
     def section(self, name: str, origin: str) -> dict[str, Any]:
         # rules in the order of the script's first call of each (the broker sees them in this order)
+        self.resolve_indicators()
         closes = self._close_rules()
         by_entry = {r.id: self._rule_dict(r) for r in self.rules}
         rules = [by_entry[x] if kind == "entry" else closes[x] for kind, x in self.order
@@ -1005,6 +1169,7 @@ class Translator:
             if k in ("stop_long", "take_long", "stop_short", "take_short"):
                 used |= _names_src(v)
         series = self._reachable(used)
+        self.notes.extend(n for a, n in self.lone_notes.items() if a in series)
         params = dict(self.params)
         sec: dict[str, Any] = {
             "name": name,
