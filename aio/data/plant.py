@@ -13,7 +13,8 @@ back, in the opposite direction, on the bars outside events at ``debt / repay_ba
 bar (and fully by the last bar: ``debt / bars left`` near the end). The planted path is a
 pure sum of these steps (no mean reversion on it), so over the whole series the plant's
 steps add to exactly zero and buy-and-hold gains nothing from it. No event starts in the
-last ``2 * horizon_bars`` bars, so each drift completes and is repaid before the end.
+last ``2 * horizon_bars + repay_bars`` bars, so each drift completes and is repaid before the end
+at the usual rate (never a rush to repay in the last bars).
 
 Causality: the decision at bar t reads the bars of the last ``lookback_bars`` up to t
 (their closes are known at t's close) and moves only bars after t. The generator works
@@ -150,7 +151,11 @@ def plant_path(
     debt_after = np.zeros(nb)
     sign = 1.0 if plant.direction == "long" else -1.0
     horizon, repay = int(plant.horizon_bars), int(plant.repay_bars)
-    last_allowed = nb - 2 * horizon  # events start before this bar, so each drift completes and is repaid
+    # Events start before this bar, so each drift completes and its debt is repaid at the usual
+    # rate (debt / repay_bars a bar). Allowing events until 2 * horizon bars before the end
+    # made the last bars repay the whole debt in a few minutes: a crash in the final stretch
+    # (where discovery's holdout lies) that no rule could foresee.
+    last_allowed = nb - 2 * horizon - repay
     events: list[int] = []
     state = {"last": -1, "until": -1, "step": 0.0}
     evaluations = 0
