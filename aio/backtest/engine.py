@@ -70,7 +70,7 @@ P_PX, P_QTY, P_DEC, P_SD, P_TD = range(5)
 P_N = 5
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _commission(mode, rate, qty, px, contract, conv):
     """Commission in account currency: percent of the order value (converted), or cash
     per order / per contract booked verbatim in account currency (as TradingView does)."""
@@ -83,7 +83,7 @@ def _commission(mode, rate, qty, px, contract, conv):
     return qty * rate
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig, dec, pnlq, ecomm):
     # ``tr`` is sized by the caller and never reallocated here: reassigning an array
     # inside the bar loop makes numba reference-count it on every iteration.
@@ -107,7 +107,7 @@ def _push_trade(tr, ist, side, ebar, xbar, epx, xpx, qty, pnl, comm, esig, xsig,
     ist[S_NTR] = n + 1
 
 
-@njit(cache=True)
+@njit(cache=True, forceinline=True)
 def _close_part(lots, j, q, ist, st, tr, px, bar, xsig, exit_comm, conv, contract):
     """Close ``q`` units of lot ``j`` at ``px``: book the gross at ``conv``, record a trade."""
     side = ist[S_SIDE]
@@ -139,26 +139,25 @@ def _close_part(lots, j, q, ist, st, tr, px, bar, xsig, exit_comm, conv, contrac
         lots[j, L_COMMQ] -= ecommq
 
 
-@njit(cache=True)
-def _close_all(lots, ist, st, tr, px, bar, xsig, cf, ci, conv):
+@njit(cache=True, forceinline=True)
+def _close_all(lots, ist, st, tr, px, bar, xsig, cmode, crate, contract, conv):
     """Close every lot with one order (a per-order commission is shared by quantity)."""
     total = 0.0
     for j in range(ist[S_NLOTS]):
         total += lots[j, L_QTY]
-    cmode = ci[CI_CMODE]
-    order_comm = _commission(cmode, cf[CF_CRATE], total, px, cf[CF_CONTRACT], conv)
+    order_comm = _commission(cmode, crate, total, px, contract, conv)
     while ist[S_NLOTS] > 0:
         q = lots[0, L_QTY]
         if cmode == COMM_PER_ORDER:
             xc = order_comm * q / total if total > 0 else 0.0
         else:
-            xc = _commission(cmode, cf[CF_CRATE], q, px, cf[CF_CONTRACT], conv)
-        _close_part(lots, 0, q, ist, st, tr, px, bar, xsig, xc, conv, cf[CF_CONTRACT])
+            xc = _commission(cmode, crate, q, px, contract, conv)
+        _close_part(lots, 0, q, ist, st, tr, px, bar, xsig, xc, conv, contract)
 
 
-@njit(cache=True)
-def _open_lot(lots, ist, st, side, qty, px, bar, sig, dec, sd, td, cf, ci, conv):
-    c = _commission(ci[CI_CMODE], cf[CF_CRATE], qty, px, cf[CF_CONTRACT], conv)
+@njit(cache=True, forceinline=True)
+def _open_lot(lots, ist, st, side, qty, px, bar, sig, dec, sd, td, cmode, crate, contract, conv):
+    c = _commission(cmode, crate, qty, px, contract, conv)
     st[ST_CASH] -= c
     st[ST_COMM] += c
     j = ist[S_NLOTS]
@@ -218,48 +217,51 @@ def _trigger(up, level, cur, end):
     return -1.0, np.nan
 
 
-@njit(cache=True)
-def _fill_slot(k, raw, t, is_limit, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, conv):
-    """Execute order slot ``k`` at raw price ``raw``; returns whether it filled."""
-    d = direction[k]
+@njit(cache=True, forceinline=True)
+def _fill_slot(k, raw, t, is_limit, is_entry, d, qty, dec, sd, td, lots, ist, st, tr, slip, max_lots,
+               cmode, crate, contract, hs, conv):
+    """Execute order slot ``k`` (entry or close towards ``d``, the order's ``qty``, decision
+    bar and bracket distances) at raw price ``raw``; returns whether it filled. The caller
+    retires the order and its OCA group (:func:`_retire`)."""
     side = ist[S_SIDE]
-    slip = cf[CF_SLIP]
-    if action[k] == ENTRY:
-        if side == d and ist[S_NLOTS] >= ci[CI_MAXLOTS]:
+    cost = hs + (0.0 if is_limit else slip)
+    if is_entry:
+        if side == d and ist[S_NLOTS] >= max_lots:
             return False  # pyramiding limit: the entry is ignored
-        cost = hs + (0.0 if is_limit else slip)
         px = raw + cost if d > 0 else raw - cost
         if side == -d:
             # strategy.entry against the position: close it, then open the new side
-            _close_all(lots, ist, st, tr, px, t, k, cf, ci, conv)
-        _open_lot(lots, ist, st, d, pf[k, P_QTY], px, t, k, int(pf[k, P_DEC]), pf[k, P_SD], pf[k, P_TD],
-                  cf, ci, conv)
-    else:
-        if side == 0 or (d != 0 and d != side):
-            return False
-        cost = hs + (0.0 if is_limit else slip)
-        px = raw - cost if side > 0 else raw + cost
-        _close_all(lots, ist, st, tr, px, t, k, cf, ci, conv)
+            _close_all(lots, ist, st, tr, px, t, k, cmode, crate, contract, conv)
+        _open_lot(lots, ist, st, d, qty, px, t, k, dec, sd, td, cmode, crate, contract, conv)
+        return True
+    if side == 0 or (d != 0 and d != side):
+        return False
+    px = raw - cost if side > 0 else raw + cost
+    _close_all(lots, ist, st, tr, px, t, k, cmode, crate, contract, conv)
+    return True
+
+
+@njit(cache=True, forceinline=True)
+def _retire(k, pend, oca):
+    """A filled order leaves the book, and so do the other orders of its OCA group."""
     pend[k] = False
     g = oca[k]
     if g >= 0:
         for i in range(pend.shape[0]):
             if oca[i] == g:
                 pend[i] = False
-    return True
 
 
-@njit(cache=True)
-def _margin_call(t, lo, hi, hs, conv, lots, ist, st, tr, cf, ci):
+@njit(cache=True, forceinline=True)
+def _margin_call(t, lo, hi, hs, conv, lots, ist, st, tr, m_long, m_short, contract, qstep, cmode, crate):
     """TradingView's margin call at the bar's adverse extreme; returns whether one happened."""
     side = ist[S_SIDE]
     if side == 0:
         return False
-    m = cf[CF_MLONG] if side > 0 else cf[CF_MSHORT]
+    m = m_long if side > 0 else m_short
     if not m > 0:
         return False
     pa = lo if side > 0 else hi
-    contract = cf[CF_CONTRACT]
     pos = 0.0
     unreal = 0.0
     for j in range(ist[S_NLOTS]):
@@ -271,15 +273,14 @@ def _margin_call(t, lo, hi, hs, conv, lots, ist, st, tr, cf, ci):
         return False
     short = pos - eq / unit_margin if unit_margin > 0 else pos
     x = 4.0 * short  # TradingView liquidates four times the shortfall
-    step = cf[CF_QSTEP]
-    x = np.ceil(x / step - 1e-9) * step
+    x = np.ceil(x / qstep - 1e-9) * qstep
     if x > pos or eq <= 0:
         x = pos
     ist[S_MARGIN_CALLS] += 1
     px = pa - hs if side > 0 else pa + hs
     while x > 1e-12 and ist[S_NLOTS] > 0:
         q = min(x, lots[0, L_QTY])
-        xc = _commission(ci[CI_CMODE], cf[CF_CRATE], q, px, contract, conv)
+        xc = _commission(cmode, crate, q, px, contract, conv)
         _close_part(lots, 0, q, ist, st, tr, px, t, EXIT_MARGIN, xc, conv, contract)
         x -= q
     return True
@@ -328,9 +329,13 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
     K = action.shape[0]
     contract = cf[CF_CONTRACT]
     inv_tick = cf[CF_INVTICK]
+    slip = cf[CF_SLIP]
+    crate = cf[CF_CRATE]
+    cmode = ci[CI_CMODE]
     max_lots = ci[CI_MAXLOTS]
     has_br = ci[CI_HASBR] != 0
-    has_margin = cf[CF_MLONG] > 0 or cf[CF_MSHORT] > 0
+    m_long, m_short = cf[CF_MLONG], cf[CF_MSHORT]
+    has_margin = m_long > 0 or m_short > 0
     on_close = ci[CI_ONCLOSE] != 0
     max_fills = 4 * (K + max_lots) + 8
     has_hs = half_spread.shape[0] > 0
@@ -381,7 +386,10 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
         # 1. market orders decided at the previous close fill at this open, in slot order
         for k in range(K):
             if pend[k] and otype[k] == MARKET:
-                _fill_slot(k, o_t, t, False, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, ro)
+                if _fill_slot(k, o_t, t, False, action[k] == ENTRY, direction[k], pf[k, P_QTY], int(pf[k, P_DEC]),
+                              pf[k, P_SD], pf[k, P_TD], lots, ist, st, tr, slip, max_lots, cmode, crate, contract,
+                              hs, ro):
+                    _retire(k, pend, oca)
                 pend[k] = False
 
         # 2. stop/limit orders and brackets along the intrabar path (skipped when nothing
@@ -444,21 +452,25 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
             fills += 1
             cur = best_px
             if best_kind == 3:
-                _fill_slot(best_idx, best_px, t, otype[best_idx] == LIMIT, action, direction, oca, pend, pf,
-                           lots, ist, st, tr, cf, ci, hs, ro)
+                k = best_idx
+                if _fill_slot(k, best_px, t, otype[k] == LIMIT, action[k] == ENTRY, direction[k], pf[k, P_QTY],
+                              int(pf[k, P_DEC]), pf[k, P_SD], pf[k, P_TD], lots, ist, st, tr, slip, max_lots, cmode,
+                              crate, contract, hs, ro):
+                    _retire(k, pend, oca)
             else:
                 side = ist[S_SIDE]
                 is_limit = best_kind == 2
-                cost = hs + (0.0 if is_limit else cf[CF_SLIP])
+                cost = hs + (0.0 if is_limit else slip)
                 px = best_px - cost if side > 0 else best_px + cost
                 q = lots[best_idx, L_QTY]
-                xc = _commission(ci[CI_CMODE], cf[CF_CRATE], q, px, contract, ro)
+                xc = _commission(cmode, crate, q, px, contract, ro)
                 _close_part(lots, best_idx, q, ist, st, tr, px, t, EXIT_STOP if best_kind == 1 else EXIT_TAKE, xc,
                             ro, contract)
 
         # 3. margin call at the adverse extreme
         if has_margin:
-            _margin_call(t, l_t, h_t, hs, ro, lots, ist, st, tr, cf, ci)
+            _margin_call(t, l_t, h_t, hs, ro, lots, ist, st, tr, m_long, m_short, contract, cf[CF_QSTEP], cmode,
+                         crate)
 
         # 4. the close: this bar's decisions place, re-price or cancel orders
         unreal = 0.0
@@ -503,7 +515,10 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
         if on_close:
             for k in range(K):
                 if pend[k] and otype[k] == MARKET:
-                    _fill_slot(k, c_t, t, False, action, direction, oca, pend, pf, lots, ist, st, tr, cf, ci, hs, rc)
+                    if _fill_slot(k, c_t, t, False, action[k] == ENTRY, direction[k], pf[k, P_QTY],
+                                  int(pf[k, P_DEC]), pf[k, P_SD], pf[k, P_TD], lots, ist, st, tr, slip, max_lots,
+                                  cmode, crate, contract, hs, rc):
+                        _retire(k, pend, oca)
                     pend[k] = False
 
         # 5. mark to market at the close; ruin ends trading
@@ -515,7 +530,7 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
         eq = st[ST_CASH] + unreal * rc
         if eq <= 0.0:
             if ist[S_NLOTS] > 0:
-                _close_all(lots, ist, st, tr, c_t, t, EXIT_RUIN, cf, ci, rc)
+                _close_all(lots, ist, st, tr, c_t, t, EXIT_RUIN, cmode, crate, contract, rc)
             for k in range(K):
                 pend[k] = False
             ist[S_RUINED] = 1
@@ -531,7 +546,7 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
 def finish(t, close, rate, cf, ci, lots, ist, st, tr):
     """Close what is open at the last close (TradingView lists it as "Open"); the cash."""
     if ist[S_NLOTS] > 0:
-        _close_all(lots, ist, st, tr, close, t, EXIT_OPEN, cf, ci, rate)
+        _close_all(lots, ist, st, tr, close, t, EXIT_OPEN, ci[CI_CMODE], cf[CF_CRATE], cf[CF_CONTRACT], rate)
     return st[ST_CASH]
 
 
