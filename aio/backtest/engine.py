@@ -298,7 +298,8 @@ def step(t, bar, when_t, price_t, cf, ci, action, direction, otype, cancel_false
     the batch :func:`simulate` runs over all bars.
     """
     out = np.empty(2)
-    _run(t, t + 1, 0, bar[B_O:B_O + 1], bar[B_H:B_H + 1], bar[B_L:B_L + 1], bar[B_C:B_C + 1],
+    # int(): no literal arguments, so step and simulate share one compiled _run
+    _run(int(t), int(t) + 1, int(0), bar[B_O:B_O + 1], bar[B_H:B_H + 1], bar[B_L:B_L + 1], bar[B_C:B_C + 1],
          bar[B_HS:B_HS + 1], bar[B_RO:B_RO + 1], bar[B_RC:B_RC + 1], when_t.reshape(1, -1), price_t.reshape(1, -1),
          bar[B_SIZE:B_SIZE + 1], bar[B_SLL:B_SLL + 1], bar[B_TPL:B_TPL + 1], bar[B_SLS:B_SLS + 1],
          bar[B_TPS:B_TPS + 1], bar[B_SD:B_SD + 1], bar[B_TD:B_TD + 1], cf, ci, action, direction, otype,
@@ -566,7 +567,7 @@ def simulate(tr, o, h, l, c, half_spread, rate_o, rate_c, when, price, action, d
     st[ST_CASH] = initial_capital
     pend = np.zeros(K, dtype=np.bool_)
     pf = np.full((K, P_N), np.nan)
-    _run(0, n, -1, o, h, l, c, half_spread, rate_o, rate_c, when, price, size, sl_long, tp_long, sl_short,
+    _run(int(0), n, int(-1), o, h, l, c, half_spread, rate_o, rate_c, when, price, size, sl_long, tp_long, sl_short,
          tp_short, stop_dist, take_dist, cf, ci, action, direction, otype, cancel_false, oca, lots, ist, st,
          pend, pf, tr, equity, position)
     if n > 0 and ist[S_RUINED] == 0 and ist[S_NLOTS] > 0:
