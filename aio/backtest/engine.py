@@ -1,11 +1,11 @@
 """The broker: TradingView's broker emulator on OHLC bars, one bar per ``step``.
 
 Its state is explicit (lots, pending orders, cash, the instrument's tick and contract
-size, the account's conversion rate and margin), so the same compiled ``step`` serves
-the batch backtest (:func:`simulate`, a loop over ``step``) and the live engine
-(:class:`aio.backtest.broker.Broker`, one ``step`` per closed bar).
+size, the account's conversion rate and margin), so the same compiled bar loop
+(:func:`_run`) serves the batch backtest (:func:`simulate`, every bar) and the live
+engine (:func:`step` via :class:`aio.backtest.broker.Broker`, one closed bar per call).
 
-``step`` applies bar ``t``:
+Each bar ``t``:
 
 1. at the open, pending market orders (decided at close ``t-1``) fill at ``open[t]``;
 2. pending stop/limit orders and the position's brackets are checked along the
@@ -323,9 +323,10 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
     ``position[i]``.
 
     The whole bar loop is one function on purpose: numba reference-counts array
-    arguments (atomic operations) at every call it cannot prove balanced, so a call
-    per bar with the broker's ~30 arrays cost more than the bars themselves. Calls
-    happen only on fills.
+    arguments (atomic operations) at every call it cannot prove balanced, and a call
+    per busy bar with the broker's 17 state and config arrays cost more than the bars
+    themselves. The helpers are inlined by LLVM (``forceinline``) and take scalars
+    besides the four books (lots, ist, st, tr), which are still counted once per fill.
     """
     K = action.shape[0]
     contract = cf[CF_CONTRACT]
