@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from aio.backtest import BacktestConfig, OrderSlot, Signals, run_backtest
+from aio.backtest import BacktestConfig, Brackets, OrderSlot, Signals, run_backtest
 from aio.backtest.broker import Broker, Decisions
 from aio.backtest.evaluator import Evaluator
 from aio.backtest.invariants import InvariantError, check
@@ -239,6 +239,58 @@ def test_stepping_equals_batch_with_brackets_sizes_costs_and_conversion():
     np.testing.assert_array_equal(step.raw_trades, e.result.raw_trades)
     np.testing.assert_array_equal(step.equity_values, e.result.equity_values)
     check(step)
+
+
+def _busy_book(seed: int, capital: float, margin: float):
+    """Random bars (some without a spread) and every kind of order: market, stop and limit
+    entries in an OCA group, cancel-when-false, a side-specific limit close, price
+    brackets, sizer units, pyramiding and margin."""
+    rng = np.random.default_rng(seed)
+    n = 1500
+    c = np.abs(1.1 + np.cumsum(rng.normal(0, 0.004, n))) + 0.05
+    o = np.concatenate([[c[0]], c[:-1]])
+    sp = np.where(rng.random(n) < 0.1, np.nan, rng.uniform(0, 0.0004, n))  # NaN: a bar without quotes
+    fr = frame(o, np.maximum(o, c) + rng.uniform(0, 0.003, n), np.minimum(o, c) - rng.uniform(0, 0.003, n), c)
+    fr = fr.with_columns(pl.Series("spread_mean", sp))
+    w = [rng.random(n) < p for p in (0.03, 0.03, 0.05, 0.05, 0.02, 0.04)]
+    sig = Signals(
+        orders=[OrderSlot("L", "entry", 1, "market", w[0]), OrderSlot("S", "entry", -1, "market", w[1]),
+                OrderSlot("LS", "entry", 1, "stop", w[2], price=c + rng.uniform(0, 0.004, n), cancel_when_false=True,
+                          oca="g"),
+                OrderSlot("SL", "entry", -1, "limit", w[3], price=c + rng.uniform(-0.001, 0.004, n), oca="g"),
+                OrderSlot("X", "close", 0, "market", w[4]),
+                OrderSlot("XL", "close", 1, "limit", w[5], price=c + rng.uniform(0, 0.003, n))],
+        brackets=Brackets(stop_long=c - 0.005, limit_long=c + 0.007, stop_short=c + 0.005,
+                          limit_short=np.where(rng.random(n) < 0.2, np.nan, c - 0.007)),
+        size=np.where(rng.random(n) < 0.1, np.nan, rng.uniform(1000, 30000, n)),
+    )
+    bt = BacktestConfig(initial_capital=capital, qty=20_000.0, pyramiding=2, use_spread=True, margin_long=margin,
+                        margin_short=margin, commission_type="cash_per_contract", commission=0.00005)
+    return fr, sig, bt
+
+
+@pytest.mark.parametrize("capital, margin, margin_calls, ruin_exit", [
+    (10_000.0, 30.0, True, None),  # margin calls, no ruin
+    (150.0, 10.0, True, False),  # margin calls, then ruin with nothing left open
+    (500.0, 0.0, False, True),  # no margin: ruin closes the open position at the close
+])
+def test_stepping_equals_batch_with_stops_limits_margin_calls_and_ruin(capital, margin, margin_calls, ruin_exit):
+    # Bars without a spread (NaN spread_mean) once put NaN prices into the batch pass's
+    # margin-call trades while the stepped broker booked them at the extreme.
+    fr, sig, bt = _busy_book(4, capital, margin)
+    batch = run_backtest(fr, sig, bt)
+    step = _stepped(fr, sig, bt)
+    entries, exits = set(batch.raw_trades[:, 8].astype(int)), set(batch.raw_trades[:, 9].astype(int))
+    assert {2, 3} <= entries and {-1, -2} <= exits  # stop and limit entries filled; bracket stop and take
+    assert (batch.margin_calls > 0) == margin_calls and (-4 in exits) == margin_calls
+    assert (batch.ruin_bar is not None) == (ruin_exit is not None) and (-5 in exits) == bool(ruin_exit)
+    assert not np.isnan(batch.raw_trades).any() and not np.isnan(batch.equity_values).any()
+    np.testing.assert_array_equal(step.raw_trades, batch.raw_trades)
+    np.testing.assert_array_equal(step.equity_values, batch.equity_values)
+    np.testing.assert_array_equal(step.position_values, batch.position_values)
+    assert (step.ruin_bar, step.margin_calls, step.commission_total) == (
+        batch.ruin_bar, batch.margin_calls, batch.commission_total)
+    check(batch)
 
 
 def test_broker_state_snapshot_resumes_identically(tv_bars):
