@@ -49,13 +49,41 @@ class PineReport:
         return self.parsed and not self.problems
 
 
+READY = ".aio-ready"  # written last: a venv without it was cut short (killed mid-install) and is rebuilt
+
+
 def tool_python(venv: Path | None = None) -> Path:
+    """The tool venv's python, creating the venv on first use.
+
+    Two runs (or test workers) may ask at once, and a run may be killed half way through
+    ``pip install``: creation holds an exclusive lock beside the venv, and a venv counts only
+    once its ready-marker is written."""
+    import fcntl
+    import shutil
+
     venv = Path(venv or os.environ.get("AIO_PINE_VENV") or REPO / ".tools" / "pine-venv")
     py = venv / "bin" / "python"
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", PYNESCRIPT], check=True)
+    if (venv / READY).exists():
+        return py
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(venv.parent / f".{venv.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if not (venv / READY).exists():  # another process may have finished it while we waited
+            if py.exists() and _has_pynescript(py):
+                (venv / READY).write_text(PYNESCRIPT)  # a working venv from before the marker existed
+            else:
+                shutil.rmtree(venv, ignore_errors=True)
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+                subprocess.run([str(py), "-m", "pip", "install", "-q", PYNESCRIPT], check=True)
+                (venv / READY).write_text(PYNESCRIPT)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
     return py
+
+
+def _has_pynescript(py: Path) -> bool:
+    return subprocess.run([str(py), "-c", "import pynescript"], capture_output=True).returncode == 0
 
 
 def check_files(paths: list[Path], venv: Path | None = None) -> list[PineReport]:
