@@ -90,6 +90,10 @@ class Broker:
         self.tr = np.empty((64, E.T_NCOL))
         self.bar = np.full(E.B_N, np.nan)
         self._prev = Decisions(np.zeros(K, dtype=np.bool_), np.full(K, np.nan))
+        # the compiled loop's quiet-bar shortcut, taken here without the call (see step)
+        self._may_quiet = not (self.cf[E.CF_MLONG] > 0 or self.cf[E.CF_MSHORT] > 0)
+        self._has_br = int(self.ci[E.CI_HASBR]) != 0
+        self.quiet_bars = 0  # bars stepped without the compiled call (the quiet-bar shortcut)
 
     @classmethod
     def for_signals(cls, sig: Signals, cfg: BacktestConfig) -> "Broker":
@@ -101,6 +105,25 @@ class Broker:
     def step(self, ts_event: int, o: float, h: float, l: float, c: float, decisions: Decisions,
              spread_mean: float = float("nan"), rate_open: float = 1.0, rate_close: float = 1.0) -> tuple[float, float]:
         """Apply one closed bar and the decisions made at its close; (equity, position) at the close."""
+        ist = self.ist
+        if self._may_quiet and not ist[E.S_RUINED] and not decisions.when.any() and not self.pend.any():
+            nlots = int(ist[E.S_NLOTS])
+            if nlots == 0 or not self._has_br:
+                # A quiet bar: nothing pending, nothing decided, no bracket or margin to watch.
+                # The compiled _run only marks the position then and changes no state; this is
+                # its arithmetic, operation for operation (same IEEE doubles), without the call.
+                side = float(ist[E.S_SIDE])
+                contract = self.cf[E.CF_CONTRACT]
+                lots = self.lots
+                unreal = 0.0
+                pos = 0.0
+                for j in range(nlots):
+                    unreal += side * lots[j, E.L_QTY] * (c - lots[j, E.L_PX]) * contract
+                    pos += side * lots[j, E.L_QTY]
+                eq = self.st[E.ST_CASH] + unreal * rate_close
+                if eq > 0.0:  # otherwise the compiled loop books the ruin
+                    self.quiet_bars += 1
+                    return self._book(ts_event, c, rate_open, rate_close, decisions, float(eq), float(pos))
         if self.tr.shape[0] - int(self.ist[E.S_NTR]) < 4 * (len(self.layout.ids) + self.lots.shape[0]) + 8:
             self.tr = np.concatenate([self.tr, np.empty_like(self.tr)])  # room for any one bar's fills
         b = self.bar
@@ -114,17 +137,21 @@ class Broker:
         b[E.B_SIZE] = decisions.size
         eq, pos = E.step(self.t, b, decisions.when, decisions.price, self.cf, self.ci, *self.layout.statics,
                          self.lots, self.ist, self.st, self.pend, self.pf, self.tr)
+        return self._book(ts_event, c, rate_open, rate_close, decisions, float(eq), float(pos))
+
+    def _book(self, ts_event: int, c: float, rate_open: float, rate_close: float, decisions: Decisions,
+              eq: float, pos: float) -> tuple[float, float]:
         self._prev = decisions
         self.t += 1
         self.ts_event.append(int(ts_event))
         self.closes.append(float(c))
         self.rates_o.append(float(rate_open))
         self.rates_c.append(float(rate_close))
-        self.equity.append(float(eq))
-        self.position.append(float(pos))
+        self.equity.append(eq)
+        self.position.append(pos)
         for k, v in decisions.size_steps.items():
             self.size_steps.setdefault(k, []).append(float(v))
-        return float(eq), float(pos)
+        return eq, pos
 
     @property
     def n_trades(self) -> int:
