@@ -41,6 +41,31 @@ def decision_payload(d: Decisions, keys: tuple[str, ...]) -> dict[str, Any]:
             "size_steps": {k: _num(v) for k, v in d.size_steps.items()}, "flatten": bool(d.when[-1])}
 
 
+class DecisionTexts:
+    """Decisions as journal text, memoised: most closes decide the same thing (usually nothing),
+    so the text of each distinct decision is built once. Keyed by the exact bits of every field
+    (NaN and -0.0 included), so a hit is the text ``canon(decision_payload(d))`` would give."""
+
+    LIMIT = 4096  # distinct decisions kept (bracket levels change every bar: bounded, not grown)
+
+    def __init__(self, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.memo: dict[tuple, Any] = {}
+
+    def __call__(self, d: Decisions) -> Any:
+        from aio.live.journal import Canonical, canon
+
+        key = (d.when.tobytes(), d.price.tobytes(),
+               np.array([d.size, *(getattr(d, k) for k in self.keys), *d.size_steps.values()]).tobytes(),
+               tuple(d.size_steps))
+        hit = self.memo.get(key)
+        if hit is None:
+            if len(self.memo) >= self.LIMIT:
+                self.memo.clear()
+            hit = self.memo[key] = Canonical(canon(decision_payload(d, self.keys)))
+        return hit
+
+
 class PaperBroker:
     def __init__(self, sig: Signals, bt: Any, plan: Any) -> None:
         from aio.backtest.simulator import OrderLayout
@@ -53,6 +78,7 @@ class PaperBroker:
         flat = OrderSlot(FLATTEN_ID, "close", 0, "market", np.zeros(1, dtype=bool))
         layout = OrderLayout.of(Signals(orders=[*sig.orders, flat], brackets=sig.brackets))
         self.bracket_keys = bracket_keys(sig)
+        self.decision_text = DecisionTexts(self.bracket_keys)
         self.broker = Broker(layout, bt, bool(self.bracket_keys))
         self.plan = plan
         self.ids = layout.ids

@@ -27,7 +27,7 @@ import structlog
 from aio.errors import ConfigError
 from aio.live.aggregate import BarPassthrough, ClosedBar, TickAggregator
 from aio.backtest.broker import Decisions
-from aio.live.broker import PaperBroker, decision_payload
+from aio.live.broker import PaperBroker
 from aio.live.journal import Journal, JournalError
 from aio.strategy.incremental import Grow
 from aio.records import BAR_SCHEMA
@@ -229,7 +229,7 @@ class LiveEngine:
         for i, (bar, decision) in enumerate(zip(bars, decisions)):
             t = t0 + i
             events: list[tuple[int, str, Any]] = [(j, "command", cmd) for j, cmd in enumerate(cmds if i == 0 else ())]
-            events.append((len(events), "decision", decision_payload(decision, broker.bracket_keys)))
+            events.append((len(events), "decision", broker.decision_text(decision)))
             for kind, payload in broker.step(bar, decision):
                 events.append((len(events), kind, payload))
             self.stats.bars += 1

@@ -66,8 +66,19 @@ def _float(v: Any) -> float:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
+class Canonical:
+    """A payload already in its journal text (``canon``'s output), e.g. a memoised decision."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
 def canon(payload: Any) -> str:
     """One text per payload: NaN as null, keys sorted, floats by repr (bit-exact comparison)."""
+    if type(payload) is Canonical:
+        return payload.text
     try:  # most payloads are plain and finite: one encoder pass
         text = _ENCODER.encode(payload)
     except TypeError:  # numpy scalars and the like
