@@ -16,6 +16,7 @@ gives the batch's decision at t exactly. The broker is the backtest's stepped
 from __future__ import annotations
 
 import json
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -35,6 +36,7 @@ from aio.records import BAR_SCHEMA
 log = structlog.get_logger(__name__)
 
 BAR_COLS = list(BAR_SCHEMA)
+_BAR_VALUES = operator.attrgetter(*BAR_COLS)  # a ClosedBar's values in BAR_COLS order
 
 
 class History:
@@ -47,6 +49,11 @@ class History:
         """One bar's values in BAR_COLS order."""
         for g, v in zip(self.cols.values(), values):
             g.append(v)
+
+    def extend(self, rows: list[tuple]) -> None:
+        """Bars' values in BAR_COLS order, one column write per read rather than per bar."""
+        for g, col in zip(self.cols.values(), zip(*rows)):
+            g.extend(col)
 
     def __len__(self) -> int:
         return self.cols["close"].n
@@ -219,9 +226,8 @@ class LiveEngine:
             cmds, self.pending_cmds = self.pending_cmds, []
         for cmd in cmds:
             self._apply(cmd, t0, reply=False)
-        values = [tuple(getattr(bar, c) for c in BAR_COLS) for bar in bars]
-        for v in values:
-            self.hist.append(v)
+        values = list(map(_BAR_VALUES, bars))
+        self.hist.extend(values)
         decisions, sig_bt = self.decider.decide(self.hist, len(bars), self.paused, self.flatten_next)
         self.flatten_next = False
         broker = self._broker(sig_bt)

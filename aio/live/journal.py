@@ -155,7 +155,7 @@ class Journal:
         """Bars ``(t, values, last_id, events)`` and all their events, in one transaction."""
         bar_rows, ev_rows = [], []
         for t, values, last_id, events in bars:
-            bar_rows.append((t, *map(_nan, values), last_id))
+            bar_rows.append((t, *[None if v != v else v for v in values], last_id))  # NaN as NULL
             ev_rows += [(t, seq, kind, canon(payload)) for seq, kind, payload in events]
         with self._tx():
             self.db.executemany(
