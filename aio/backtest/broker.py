@@ -106,7 +106,8 @@ class Broker:
              spread_mean: float = float("nan"), rate_open: float = 1.0, rate_close: float = 1.0) -> tuple[float, float]:
         """Apply one closed bar and the decisions made at its close; (equity, position) at the close."""
         ist = self.ist
-        if self._may_quiet and not ist[E.S_RUINED] and not decisions.when.any() and not self.pend.any():
+        if (self._may_quiet and not ist[E.S_RUINED] and not np.count_nonzero(decisions.when)
+                and not np.count_nonzero(self.pend)):  # count_nonzero: a C call, ndarray.any() is not
             nlots = int(ist[E.S_NLOTS])
             if nlots == 0 or not self._has_br:
                 # A quiet bar: nothing pending, nothing decided, no bracket or margin to watch.

@@ -112,12 +112,13 @@ class TickAggregator:
         low = np.minimum.reduceat(p, st)
         vol = np.add.reduceat(v, st)
         spread = np.add.reduceat(sp, st) / counts if self.spread_known else np.full(nclosed, np.nan)
-        out = []
-        for i in range(nclosed):
-            t0 = int(o[st[i]])
-            out.append(ClosedBar(t0, t0 + self.tf, float(p[st[i]]), float(high[i]), float(low[i]),
-                                 float(p[ends[i] - 1]), float(vol[i]), int(counts[i]), float(spread[i]),
-                                 str(self.ids[ends[i] - 1]), received_ns))
+        # whole columns to Python numbers at once (tolist: the same values as float()/int() each)
+        t0s = o[st].tolist()
+        tf = self.tf
+        out = [ClosedBar(t0, t0 + tf, op, hi, lo, cl, vo, n_, sm, str(last), received_ns)
+               for t0, op, hi, lo, cl, vo, n_, sm, last in zip(
+                   t0s, p[st].tolist(), high.tolist(), low.tolist(), p[ends - 1].tolist(), vol.tolist(),
+                   counts.tolist(), spread.tolist(), self.ids[ends - 1].tolist())]
         self.closed_open = max(self.closed_open, out[-1].ts_event)
         self.p, self.v, self.sp, self.opens = self.p[cut:], self.v[cut:], self.sp[cut:], self.opens[cut:]
         self.ids = self.ids[cut:]

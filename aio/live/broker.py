@@ -102,7 +102,7 @@ class PaperBroker:
         events: list[tuple[str, dict]] = [("trade", b.trade(i)) for i in range(n_before, b.n_trades)]
         if pos != pos_before:
             events.append(("position", {"units": pos, "previous": pos_before}))
-        for k in (np.flatnonzero(d.when) if d.when.any() else ()):
+        for k in (np.flatnonzero(d.when) if np.count_nonzero(d.when) else ()):
             events.append(("order", {"slot": self.ids[k], "price": _num(d.price[k]),
                                      "pending": bool(b.pend[k]), "client_id": f"{t}:{self.ids[k]}"}))
         return events
