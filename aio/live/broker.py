@@ -11,6 +11,7 @@ backtest and the paper run. This layer adds only what a stream needs:
 
 from __future__ import annotations
 
+import struct
 from typing import Any
 
 import numpy as np
@@ -51,13 +52,14 @@ class DecisionTexts:
     def __init__(self, keys: tuple[str, ...]) -> None:
         self.keys = keys
         self.memo: dict[tuple, Any] = {}
+        self._pack = struct.Struct(f"<{1 + len(keys)}d").pack  # the exact bits: NaN and -0.0 kept apart
 
     def __call__(self, d: Decisions) -> Any:
         from aio.live.journal import Canonical, canon
 
-        key = (d.when.tobytes(), d.price.tobytes(),
-               np.array([d.size, *(getattr(d, k) for k in self.keys), *d.size_steps.values()]).tobytes(),
-               tuple(d.size_steps))
+        key = (d.when.tobytes(), d.price.tobytes(), self._pack(d.size, *[getattr(d, k) for k in self.keys]))
+        if d.size_steps:
+            key += (tuple(d.size_steps), struct.pack(f"<{len(d.size_steps)}d", *d.size_steps.values()))
         hit = self.memo.get(key)
         if hit is None:
             if len(self.memo) >= self.LIMIT:
