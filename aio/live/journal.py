@@ -55,10 +55,6 @@ class JournalBar:
     done: bool
 
 
-def _nan(v: Any) -> Any:
-    return None if isinstance(v, float) and v != v else v
-
-
 def _float(v: Any) -> float:
     return float("nan") if v is None else float(v)
 
