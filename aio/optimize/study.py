@@ -125,8 +125,10 @@ def _setup_grid(ctx: Context, study: optuna.Study, spec: StorageSpec) -> int:
 
 def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec, target: int,
                 seed: int | None, index: int, deadline: float | None,
-                progress: Callable[[int], None] | None = None, storage: Any = None) -> int:
-    """Claim and run trials until the study holds ``target`` counted trials."""
+                progress: Callable[[int], None] | None = None, storage: Any = None,
+                ready: Callable[[], None] | None = None) -> int:
+    """Claim and run trials until the study holds ``target`` counted trials (``ready`` is
+    called once the worker can run its first trial)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = ctx.cfg
     storage = storage if storage is not None else open_storage(spec, cfg.heartbeat_s)
@@ -134,6 +136,8 @@ def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec
     study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler, pruner=make_pruner(ctx))
     me = worker_id()
     fn = objective_fn(ctx, window)
+    if ready is not None:
+        ready()
     # With a heartbeat, a worker that reached the target waits until no trial runs, so every
     # worker (and machine) reads the same finished study. Live workers finish their trials;
     # a dead one stops beating and fail_stale fails its trial one grace period later.
@@ -180,8 +184,20 @@ def worker_loop(ctx: Context, window: Window, study_name: str, spec: StorageSpec
 
 
 def _worker_main(ctx: Context, window: Window, study_name: str, spec: StorageSpec, target: int,
-                 seed: int | None, index: int, deadline: float | None) -> None:
-    worker_loop(ctx, window, study_name, spec, target, seed, index, deadline)
+                 seed: int | None, index: int, deadline: float | None, ready: Any = None) -> None:
+    worker_loop(ctx, window, study_name, spec, target, seed, index, deadline,
+                ready=None if ready is None else ready.set)
+
+
+def _wait_until_ready(procs: list, events: list, timeout_s: float = 600.0) -> None:
+    """Start together: a spawned worker spends seconds importing and unpickling while the
+    parent could already run a short study alone (n_workers would then buy nothing). A
+    worker that dies first is reported at the join."""
+    t0 = time.monotonic()
+    for p, ev in zip(procs, events):
+        while not ev.wait(0.1):
+            if p.exitcode is not None or time.monotonic() - t0 > timeout_s:
+                return
 
 
 def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, target: int,
@@ -212,13 +228,16 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
     log.debug("study started" if before == 0 else "study resumed", study=study_name, storage=spec.label,
              have=before, target=target, workers=n_workers, sampler=cfg.name)
     deadline = time.time() + cfg.timeout_s if cfg.timeout_s else None
-    procs = []
+    procs: list = []
+    events: list = []
     if n_workers > 1:
         if not spec.shareable:
             raise ConfigError("optimize.n_workers > 1 needs a storage the workers share (sqlite, journal or a database)")
         mpc = mp.get_context("spawn")  # never fork: polars/numba threads do not survive it
+        events = [mpc.Event() for _ in range(1, n_workers)]
         for i in range(1, n_workers):
-            p = mpc.Process(target=_worker_main, args=(ctx, window, study_name, spec, target, seed, i, deadline),
+            p = mpc.Process(target=_worker_main,
+                            args=(ctx, window, study_name, spec, target, seed, i, deadline, events[i - 1]),
                             daemon=False, name=f"aio-optimize-{i}")
             p.start()
             procs.append(p)
@@ -233,6 +252,7 @@ def run_study(ctx: Context, window: Window, study_name: str, spec: StorageSpec, 
         bar.refresh()
 
     try:
+        _wait_until_ready(procs, events)
         worker_loop(ctx, window, study_name, spec, target, seed, 0, deadline, progress,
                     storage=storage if not spec.shareable else None)
     except BaseException:
