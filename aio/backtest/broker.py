@@ -90,9 +90,10 @@ class Broker:
         self.tr = np.empty((64, E.T_NCOL))
         self.bar = np.full(E.B_N, np.nan)
         self._prev = Decisions(np.zeros(K, dtype=np.bool_), np.full(K, np.nan))
-        # the compiled loop's quiet-bar shortcut, taken here without the call (see step)
+        # the compiled loop's quiet-bar shortcut, taken without the whole bar loop (see step)
         self._may_quiet = not (self.cf[E.CF_MLONG] > 0 or self.cf[E.CF_MSHORT] > 0)
         self._has_br = int(self.ci[E.CI_HASBR]) != 0
+        self._contract = float(self.cf[E.CF_CONTRACT])
         self.quiet_bars = 0  # bars stepped without the compiled call (the quiet-bar shortcut)
 
     @classmethod
@@ -111,17 +112,9 @@ class Broker:
             nlots = int(ist[E.S_NLOTS])
             if nlots == 0 or not self._has_br:
                 # A quiet bar: nothing pending, nothing decided, no bracket or margin to watch.
-                # The compiled _run only marks the position then and changes no state; this is
-                # its arithmetic, operation for operation (same IEEE doubles), without the call.
-                side = float(ist[E.S_SIDE])
-                contract = self.cf[E.CF_CONTRACT]
-                lots = self.lots
-                unreal = 0.0
-                pos = 0.0
-                for j in range(nlots):
-                    unreal += side * lots[j, E.L_QTY] * (c - lots[j, E.L_PX]) * contract
-                    pos += side * lots[j, E.L_QTY]
-                eq = self.st[E.ST_CASH] + unreal * rate_close
+                # The compiled _run only marks the position then (engine.mark) and changes no
+                # state: call that alone instead of the whole bar loop.
+                eq, pos = E.mark(c, rate_close, self.lots, ist, self.st, self._contract)
                 if eq > 0.0:  # otherwise the compiled loop books the ruin
                     self.quiet_bars += 1
                     return self._book(ts_event, c, rate_open, rate_close, decisions, float(eq), float(pos))

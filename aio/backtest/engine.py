@@ -253,6 +253,18 @@ def _retire(k, pend, oca):
 
 
 @njit(cache=True, forceinline=True)
+def mark(price, conv, lots, ist, st, contract):
+    """The one mark-to-market rule: cash plus the open lots valued at ``price`` (P&L converted
+    at ``conv``), and the signed position. Batch bars, stepped bars and margin calls use it."""
+    unreal = 0.0
+    pos = 0.0
+    for j in range(ist[S_NLOTS]):
+        unreal += ist[S_SIDE] * lots[j, L_QTY] * (price - lots[j, L_PX]) * contract
+        pos += ist[S_SIDE] * lots[j, L_QTY]
+    return st[ST_CASH] + unreal * conv, pos
+
+
+@njit(cache=True, forceinline=True)
 def _margin_call(t, lo, hi, hs, conv, lots, ist, st, tr, m_long, m_short, contract, qstep, cmode, crate):
     """TradingView's margin call at the bar's adverse extreme; returns whether one happened."""
     side = ist[S_SIDE]
@@ -262,12 +274,8 @@ def _margin_call(t, lo, hi, hs, conv, lots, ist, st, tr, m_long, m_short, contra
     if not m > 0:
         return False
     pa = lo if side > 0 else hi
-    pos = 0.0
-    unreal = 0.0
-    for j in range(ist[S_NLOTS]):
-        pos += lots[j, L_QTY]
-        unreal += side * lots[j, L_QTY] * (pa - lots[j, L_PX]) * contract
-    eq = st[ST_CASH] + unreal * conv
+    eq, signed = mark(pa, conv, lots, ist, st, contract)
+    pos = signed * side  # exact: side is +-1
     unit_margin = pa * contract * conv * m
     if eq >= pos * unit_margin:
         return False
@@ -363,12 +371,7 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
                 quiet = False
             k += 1
         if quiet:
-            unreal = 0.0
-            pos = 0.0
-            for j in range(ist[S_NLOTS]):
-                unreal += ist[S_SIDE] * lots[j, L_QTY] * (c_t - lots[j, L_PX]) * contract
-                pos += ist[S_SIDE] * lots[j, L_QTY]
-            eq = st[ST_CASH] + unreal * rc
+            eq, pos = mark(c_t, rc, lots, ist, st, contract)
             if eq > 0.0:
                 equity[i] = eq
                 position[i] = pos
@@ -475,10 +478,7 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
                          crate)
 
         # 4. the close: this bar's decisions place, re-price or cancel orders
-        unreal = 0.0
-        for j in range(ist[S_NLOTS]):
-            unreal += ist[S_SIDE] * lots[j, L_QTY] * (c_t - lots[j, L_PX]) * contract
-        eq_close = st[ST_CASH] + unreal * rc
+        eq_close = mark(c_t, rc, lots, ist, st, contract)[0]
         size_t = size[i] if has_size else np.nan
         sd_t = stop_dist[i] if has_sd else np.nan
         td_t = take_dist[i] if has_td else np.nan
@@ -524,12 +524,7 @@ def _run(t0, t1, bshift, o, h, l, c, half_spread, rate_o, rate_c, when, price, s
                     pend[k] = False
 
         # 5. mark to market at the close; ruin ends trading
-        unreal = 0.0
-        pos = 0.0
-        for j in range(ist[S_NLOTS]):
-            unreal += ist[S_SIDE] * lots[j, L_QTY] * (c_t - lots[j, L_PX]) * contract
-            pos += ist[S_SIDE] * lots[j, L_QTY]
-        eq = st[ST_CASH] + unreal * rc
+        eq, pos = mark(c_t, rc, lots, ist, st, contract)
         if eq <= 0.0:
             if ist[S_NLOTS] > 0:
                 _close_all(lots, ist, st, tr, c_t, t, EXIT_RUIN, cmode, crate, contract, rc)
