@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,12 +34,6 @@ sys.path.insert(0, str(REPO / "tests"))
 SMALL = ["data=synthetic", "data.end=2024-03-07", "renderer.width=32", "renderer.height=32", "renderer.bars=16",
          "dataset.horizons=[5]", "dataset.progress=false", "model.folds=2", "model.image_size=32",
          "model.channels=[8,16]", "trainer.max_epochs=1"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def main() -> None:
@@ -87,25 +78,10 @@ def main() -> None:
         lat_in.append(time.perf_counter() - s)
     t_in = time.perf_counter() - t0
 
-    port = free_port()
-    log = open(tmp / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "aio", "task=serve", f"query.run_dir={run_dir}", f"serve.port={port}",
-                             f"serve.max_batch_size={a.max_batch}", "serve.batch_timeout=0.01",
-                             f"store.path={lib}", f"hydra.run.dir={tmp / 'serve'}"],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        else:
-            sys.exit(f"server did not become healthy; see {tmp / 'server.log'}")
+    from tests._serve_process import serving
+
+    with serving(run_dir, lib, tmp / "serve", f"serve.max_batch_size={a.max_batch}", "serve.batch_timeout=0.01",
+                 timeout_s=600) as url:
         client = httpx.Client(timeout=120, limits=httpx.Limits(max_connections=a.clients))
         client.post(url + "/predict", json=bodies[0])  # warm
 
@@ -118,17 +94,6 @@ def main() -> None:
         with ThreadPoolExecutor(a.clients) as ex:
             res = list(ex.map(call, bodies))
         t_http = time.perf_counter() - t0
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        log.close()
     bad = [r.status_code for r, _ in res if r.status_code != 200]
     served = [r.json() for r, _ in res if r.status_code == 200]
     agree = not bad and all(abs(s["p_up"] - l["p_up"]) < 1e-6 and abs(s["p_down"] - l["p_down"]) < 1e-6

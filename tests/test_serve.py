@@ -3,22 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
 
 from tests._model_data import small_bars
-from tests._redis_server import free_port
-from tests.test_models_pipeline import aio
-
-REPO = Path(__file__).resolve().parent.parent
+from tests._serve_process import serving
 
 
 @pytest.fixture(scope="module")
@@ -29,41 +21,8 @@ def ai_run(small_ai_run):
 @pytest.fixture(scope="module")
 def server(ai_run, tmp_path_factory):
     run_dir, lib = ai_run
-    port = free_port()
-    out = tmp_path_factory.mktemp("serve-run")
-    log = open(out / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "aio", "task=serve", f"query.run_dir={run_dir}", f"store.path={lib}",
-                             f"serve.port={port}", "serve.batch_timeout=0.02", f"hydra.run.dir={out}"],
-                            cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # its own process group: LitServe's workers stop with it
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 400  # workers import torch and load the model (slow on a busy CI box)
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited: {(out / 'server.log').read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        else:
-            raise AssertionError(f"server not healthy: {(out / 'server.log').read_text()[-3000:]}")
+    with serving(run_dir, lib, tmp_path_factory.mktemp("serve-run"), "serve.batch_timeout=0.02") as url:
         yield url
-    finally:
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            pass
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # workers that ignored SIGTERM
-        except ProcessLookupError:
-            pass
-        log.close()
 
 
 @pytest.fixture(scope="module")
