@@ -28,7 +28,9 @@ def _private_user_cache(tmp_path_factory) -> None:
 def reference_dir() -> Path:
     ref = _reference_dir()
     if ref is None or not ref.is_dir():
-        pytest.skip("reference data not found: set AIO_REFERENCE_DIR to the shared/reference folder")
+        # a failure, not a skip: the checks against TradingView and Dukascopy are the point
+        pytest.fail(f"reference data not found at {ref or REPO.parent / 'shared' / 'reference'}: put the shared folder "
+                    "beside the checkout or set AIO_REFERENCE_DIR to its reference/ folder", pytrace=False)
     return ref
 
 

@@ -13,10 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("transformers")
-pytest.importorskip("llguidance")
-
-from aio.errors import ConfigError  # noqa: E402
+from aio.errors import ConfigError
 
 FAST = dict(rounds=2, per_round=3, scales=[1, 4], chart_bars=32, chart_px=64, summary_series=3, leaderboard=2)
 

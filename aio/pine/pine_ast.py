@@ -182,23 +182,21 @@ def _parse_export(text: str, leaf) -> Pattern:
             raise _Unparsable(text)
         i += 1
 
-    def expr() -> Pattern:
+    def binary(ops: str, operand) -> Pattern:
+        """Left-associative operators of one precedence level."""
         nonlocal i
-        left = term()
-        while peek("+") or peek("-"):
+        left = operand()
+        while any(peek(op) for op in ops):
             op = toks[i][1]
             i += 1
-            left = ("bin", op, left, term())
+            left = ("bin", op, left, operand())
         return left
 
+    def expr() -> Pattern:
+        return binary("+-", term)
+
     def term() -> Pattern:
-        nonlocal i
-        left = atom()
-        while peek("*") or peek("/"):
-            op = toks[i][1]
-            i += 1
-            left = ("bin", op, left, atom())
-        return left
+        return binary("*/", atom)
 
     def atom() -> Pattern:
         nonlocal i
