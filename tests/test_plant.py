@@ -106,6 +106,24 @@ def test_forward_drift_after_events_is_the_planted_one(planted):
         assert np.median(np.abs(quiet)) < 0.5 * plant.drift_pips / n
 
 
+def test_the_end_repays_at_the_usual_rate_never_in_a_rush(planted):
+    """No event starts in the last 2N + repay_bars bars, so the debt left is paid off at
+    debt / repay_bars a bar like everywhere else. (Events until 2N bars before the end made
+    the last bars repay the whole debt in minutes: a crash inside discovery's holdout.)"""
+    plant, md, md0 = planted
+    c = bars_from_market(md, plant.timeframe).frame["close"].to_numpy()
+    c0 = bars_from_market(md0, plant.timeframe).frame["close"].to_numpy()
+    ts = bars_from_market(md, plant.timeframe).frame["ts_init"].to_numpy()
+    sign = 1 if plant.direction == "long" else -1
+    step = sign * (np.diff(c) - np.diff(c0)) / md.pip
+    tail = 2 * plant.horizon_bars + plant.repay_bars
+    assert np.searchsorted(ts, md.meta["plant"]["event_ts_init"]).max() < len(c) - tail
+    payback = -step[step < 0]
+    # the tail's pay-back steps are no larger than those of the rest (plus the 0.1-pip quote grid)
+    assert payback.size and (-step[-tail:]).max() <= np.quantile(-step[:-tail], 0.999) + 0.2, \
+        ((-step[-tail:]).max(), np.quantile(-step[:-tail], 0.999))
+
+
 def test_unconditional_drift_is_zero_buy_and_hold_gains_nothing(planted):
     plant, md, md0 = planted
     p = md.meta["plant"]
